@@ -1,0 +1,126 @@
+"""The report data model: what a plan found or a run did, per rule.
+
+A dry-run and a run produce the same model; ``Report.dry_run`` tells which.
+``Report.to_dict()`` is the JSON contract documented in the README
+(``schema_version`` 1); add fields freely, never rename or drop one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+FORECAST_WINDOWS = ("7d", "30d", "90d", "365d")
+
+
+@dataclass
+class Protection:
+    """Rows a rule would have touched but something protected.
+
+    ``kind`` is ``hold`` (a legal hold), ``floor`` (a statutory minimum) or
+    ``children`` (child rows whose ``on_parent_delete`` is ``block``; ``name``
+    is then the child table).  Each protected row is counted once, under the
+    first protector in precedence order: holds, then floors, then children.
+    """
+
+    kind: str
+    name: str
+    rows: int
+
+
+@dataclass
+class Cascade:
+    """Rows in another table that a delete reaches through foreign keys."""
+
+    table: str
+    action: str          # delete | detach
+    via: str             # "child_table.fk_column -> parent_table"
+    rows: int
+
+
+@dataclass
+class Guard:
+    state: str = "ok"                 # ok | tripped | allowed (tripped, but --allow-large)
+    max_rows: int | None = None
+    max_fraction: float | None = None
+    table_rows: int = 0
+
+
+@dataclass
+class RuleOutcome:
+    rule: str
+    action: str
+    table: str
+    basis: str = ""
+    status: str = "ok"                # ok | failed | guard_tripped
+    due: int = 0                      # rows whose clock and conditions make them due
+    protected: list[Protection] = field(default_factory=list)
+    touch: int = 0                    # would touch (dry run) / touched (run)
+    cascades: list[Cascade] = field(default_factory=list)
+    oldest_clock: datetime | None = None
+    forecast: dict[str, int] = field(default_factory=dict)
+    guard: Guard = field(default_factory=Guard)
+    kept_columns: list[str] = field(default_factory=list)   # anonymize: columns a floor kept
+    batches: int = 0
+    error: str | None = None
+    duration_seconds: float = 0.0
+    statements: list[str] = field(default_factory=list)
+
+    @property
+    def protected_total(self) -> int:
+        return sum(p.rows for p in self.protected)
+
+    @property
+    def cascaded_total(self) -> int:
+        return sum(c.rows for c in self.cascades)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["oldest_clock"] = self.oldest_clock.isoformat() if self.oldest_clock else None
+        d["protected_total"] = self.protected_total
+        d["cascaded_total"] = self.cascaded_total
+        return d
+
+
+@dataclass
+class Report:
+    run_id: str
+    dry_run: bool
+    now: datetime
+    config_path: str
+    config_sha256: str
+    rules: list[RuleOutcome] = field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    show_sql: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.status == "failed" for r in self.rules):
+            return 1
+        if any(r.status == "guard_tripped" for r in self.rules):
+            return 3
+        return 0
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": 1,
+            "run_id": self.run_id,
+            "mode": "dry-run" if self.dry_run else "run",
+            "dry_run": self.dry_run,
+            "now": self.now.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "config": {"path": self.config_path, "sha256": self.config_sha256},
+            "rules": [r.to_dict() for r in self.rules],
+            "totals": {
+                "rules": len(self.rules),
+                "failed": sum(r.status == "failed" for r in self.rules),
+                "guard_tripped": sum(r.status == "guard_tripped" for r in self.rules),
+                "due": sum(r.due for r in self.rules),
+                "protected": sum(r.protected_total for r in self.rules),
+                "touch": sum(r.touch for r in self.rules),
+                "cascaded": sum(r.cascaded_total for r in self.rules),
+            },
+            "exit_code": self.exit_code,
+        }
