@@ -1,0 +1,116 @@
+"""Shared fixtures: databases to run scenarios on.
+
+Two tiers, selected by marker:
+
+* SQLite only: ``pytest -m "not postgresql"`` (no server needed);
+* everything: ``pytest`` starts one throwaway PostgreSQL for the session
+  (:mod:`tests.pgserver`), or uses ``RETENTION_TEST_PG_URL`` when set.
+
+Every test that needs PostgreSQL (through ``pg_url``, ``pg_server`` or the
+``postgresql`` variant of ``backend``) carries the ``postgresql`` marker.
+Without a server such tests are skipped, except under ``CI=true``, where a
+missing server fails them: CI must never go green by silently skipping a tier.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pgserver import ExistingServer, PostgresServer, PostgresUnavailable  # noqa: E402
+
+PG_URL_ENV = "RETENTION_TEST_PG_URL"
+_PG_FIXTURES = ("pg_url", "pg_server")
+
+
+def in_ci() -> bool:
+    """True when running in CI, where an unavailable server is a failure."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _unavailable(reason: str):
+    if in_ci():
+        pytest.fail(f"PostgreSQL is required in CI (CI=true) but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses PostgreSQL so ``-m "not postgresql"`` deselects it.
+
+    ``tryfirst`` so the marks exist before pytest's own ``-m`` deselection runs.
+    """
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in _PG_FIXTURES):
+            item.add_marker(pytest.mark.postgresql)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the whole session.
+
+    Has ``create_database(name) -> url`` and ``drop_database(name)``.  Started
+    on first use (a SQLite-only run never pays for it) and stopped at the end.
+    """
+    url = os.environ.get(PG_URL_ENV)
+    if url:
+        server = ExistingServer(url)
+        try:
+            server.check()
+            problem = None
+        except PostgresUnavailable as exc:
+            problem = f"{PG_URL_ENV} is set but the server does not answer: {exc}"
+        if problem:  # outside the except block: no chained traceback in the report
+            _unavailable(problem)
+        yield server
+        return
+    try:
+        server = PostgresServer().start()
+        problem = None
+    except (PostgresUnavailable, OSError, subprocess.SubprocessError) as exc:
+        problem = str(exc)
+    if problem:
+        _unavailable(problem)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _database_name(nodeid: str) -> str:
+    # Readable when a test leaves something behind on a shared server, unique
+    # always; PostgreSQL identifiers stop at 63 bytes.
+    stem = re.sub(r"[^a-z0-9]+", "_", nodeid.split("::")[-1].lower()).strip("_")[:40]
+    return f"t_{stem}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg_url(pg_server, request):
+    """SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    name = _database_name(request.node.nodeid)
+    url = pg_server.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def backend(request, tmp_path):
+    """SQLAlchemy URL of an empty database, once per engine (``sqlite``, ``postgresql``).
+
+    Scenario tests take ``backend`` to run the same assertions on every engine;
+    ``request.param`` (or ``make_url(backend).get_backend_name()``) tells which.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+    else:
+        yield request.getfixturevalue("pg_url")
