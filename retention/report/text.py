@@ -1,0 +1,262 @@
+"""The report for people reading a terminal: an aligned table, then details.
+
+Layout::
+
+    RETENTION DRY RUN (nothing was changed)
+    now     2025-06-01T12:00:00+00:00
+    run id  r-42
+    config  policies.toml (sha256 3f9a0c1d2e4b)
+
+    rule              action  table               due  protected  would touch  cascaded  oldest clock  status
+    ----------------  ------  ----------------  -----  ---------  -----------  --------  ------------  ------
+    access-logs-180d  delete  shop.access_logs  1,200         45        1,155         0  2024-11-02    ok
+
+    access-logs-180d
+      basis      Server logs kept 180 days for security
+      protected  45: hold litigation 12, floor ecommerce-law-3y 33
+      forecast   next 7d 10, 30d 45, 90d 120, 365d 800
+
+    totals: 1 rule, 1,200 due, 45 protected, 1,155 would touch, 0 cascaded
+    exit 0: success (dry run: nothing was changed)
+
+Columns are aligned by display width (East Asian wide characters count two
+cells), so names in any script line up.  No colour: the output is often piped
+into a file or an e-mail.
+
+The phrase helpers (``exit_summary``, ``describe_*``) are shared with the
+markdown renderer so both say the same thing in the same words.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from retention.log import mask_url
+from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
+
+STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED"}
+
+
+# -- width-aware alignment ---------------------------------------------------
+
+def display_width(s: str) -> int:
+    """Terminal cells ``s`` occupies: wide/fullwidth characters take two, combining marks none."""
+    width = 0
+    for ch in s:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf", "Cc"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def pad(s: str, width: int, *, right: bool = False) -> str:
+    """``s`` padded with spaces to ``width`` display cells (right-aligned if ``right``)."""
+    fill = " " * max(0, width - display_width(s))
+    return fill + s if right else s + fill
+
+
+def format_table(header: list[str], rows: list[list[str]], numeric: frozenset[int] | set[int] = frozenset(),
+                 gap: str = "  ") -> list[str]:
+    """Lines of an aligned table with a dashed rule under the header.
+
+    Columns whose index is in ``numeric`` are right-aligned.  Trailing spaces
+    are stripped so the output diffs cleanly.
+    """
+    widths = [max(display_width(cell) for cell in column) for column in zip(header, *rows)]
+    lines = []
+    for row in [header, ["-" * w for w in widths], *rows]:
+        cells = [pad(cell, widths[i], right=i in numeric) for i, cell in enumerate(row)]
+        lines.append(gap.join(cells).rstrip())
+    return lines
+
+
+# -- phrases shared with the markdown renderer -------------------------------
+
+def count(n: int) -> str:
+    """A row count for people: thousands separated."""
+    return f"{n:,}"
+
+
+def touch_label(report: Report) -> str:
+    """'would touch' in a dry run, 'touched' in a run."""
+    return "would touch" if report.dry_run else "touched"
+
+
+def status_label(rule: RuleOutcome) -> str:
+    """The status column: ok, FAILED, GUARD TRIPPED."""
+    return STATUS_LABEL.get(rule.status, rule.status)
+
+
+def oldest_date(rule: RuleOutcome) -> str:
+    """The oldest clock as a date (the time of day adds nothing at retention scale)."""
+    return rule.oldest_clock.date().isoformat() if rule.oldest_clock else "-"
+
+
+def short_sha(sha256: str) -> str:
+    """The first 12 hex digits, enough to tell policy files apart."""
+    return sha256[:12] if sha256 else "-"
+
+
+def describe_protection(rule: RuleOutcome) -> str | None:
+    """'20: hold litigation 12, floor ecommerce-law-3y 8', or None when nothing was protected."""
+    if not rule.protected:
+        return None
+    parts = [f"{p.kind} {p.name} {count(p.rows)}" for p in rule.protected]
+    return f"{count(rule.protected_total)}: " + ", ".join(parts)
+
+
+def describe_cascade(c) -> str:
+    """'shop.order_items: delete 40 (via order_items.order_id -> orders)'."""
+    via = f" (via {c.via})" if c.via else ""
+    return f"{c.table}: {c.action} {count(c.rows)}{via}"
+
+
+def describe_forecast(rule: RuleOutcome) -> str | None:
+    """'next 7d 10, 30d 45, 90d 120, 365d 800', or None when no window has rows."""
+    if not any(rule.forecast.values()):
+        return None
+    keys = [k for k in FORECAST_WINDOWS if k in rule.forecast]
+    keys += [k for k in rule.forecast if k not in FORECAST_WINDOWS]
+    return "next " + ", ".join(f"{k} {count(rule.forecast[k])}" for k in keys)
+
+
+def guard_rows(rule: RuleOutcome) -> int:
+    """Rows the guard weighed: what the rule touches, or would have had it not tripped."""
+    return max(rule.touch, rule.due - rule.protected_total)
+
+
+def describe_guard(rule: RuleOutcome) -> str | None:
+    """The guard's verdict with its limits and the table size, when it tripped."""
+    g = rule.guard
+    if g.state == "ok" and rule.status != "guard_tripped":
+        return None
+    rows = guard_rows(rule)
+    share = f" ({rows / g.table_rows:.1%})" if g.table_rows else ""
+    limits = []
+    if g.max_rows is not None:
+        limits.append(f"max_rows {count(g.max_rows)}")
+    if g.max_fraction is not None:
+        limits.append(f"max_fraction {g.max_fraction:g}")
+    limit_text = ", ".join(limits) or "no limits recorded"
+    verdict = ("tripped, allowed by --allow-large" if g.state == "allowed"
+               else "TRIPPED, nothing touched")
+    return (f"{verdict}: {count(rows)} of {count(g.table_rows)} rows in the table{share}; "
+            f"limits: {limit_text}")
+
+
+def exit_summary(report: Report) -> str:
+    """What the exit code means, in one line an operator can act on."""
+    code = report.exit_code
+    failed = [r.rule for r in report.rules if r.status == "failed"]
+    tripped = [r.rule for r in report.rules if r.status == "guard_tripped"]
+    parts = []
+    if failed:
+        parts.append(f"{_n(len(failed), 'rule')} failed ({', '.join(failed)})")
+    if tripped:
+        parts.append(f"guard tripped on {', '.join(tripped)}: "
+                     "re-run with --allow-large if this is intended")
+    if not parts:
+        parts.append("success" + (" (dry run: nothing was changed)" if report.dry_run else ""))
+    return f"exit {code}: " + "; ".join(parts)
+
+
+def totals_summary(report: Report) -> str:
+    """'totals: 3 rules, 120 due, 20 protected, 100 would touch, 40 cascaded'."""
+    t = report.to_dict()["totals"]
+    line = (f"totals: {_n(t['rules'], 'rule')}, {count(t['due'])} due, {count(t['protected'])} protected, "
+            f"{count(t['touch'])} {touch_label(report)}, {count(t['cascaded'])} cascaded")
+    extra = []
+    if t["failed"]:
+        extra.append(f"{t['failed']} failed")
+    if t["guard_tripped"]:
+        extra.append(f"{t['guard_tripped']} guard tripped")
+    return line + (f"; {', '.join(extra)}" if extra else "")
+
+
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def clean(text: str) -> str:
+    """A free-text value (error, basis) safe to print: credentials masked."""
+    return mask_url(text)
+
+
+# -- the renderer ------------------------------------------------------------
+
+def summary_row(rule: RuleOutcome) -> list[str]:
+    """One rule's cells, in :func:`summary_header` order."""
+    return [rule.rule, rule.action, rule.table, count(rule.due), count(rule.protected_total),
+            count(rule.touch), count(rule.cascaded_total), oldest_date(rule), status_label(rule)]
+
+
+def summary_header(report: Report) -> list[str]:
+    """Column headers; the touch column's name depends on the mode."""
+    return ["rule", "action", "table", "due", "protected", touch_label(report), "cascaded",
+            "oldest clock", "status"]
+
+
+#: indices of the right-aligned (count) columns in :func:`summary_row`
+NUMERIC_COLUMNS = {3, 4, 5, 6}
+
+
+def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
+    """(label, text) pairs worth printing for one rule; empty when all is routine."""
+    out: list[tuple[str, str]] = []
+    if rule.basis:
+        out.append(("basis", clean(rule.basis)))
+    if (text := describe_protection(rule)):
+        out.append(("protected", text))
+    for c in rule.cascades:
+        out.append(("cascade", describe_cascade(c)))
+    if (text := describe_forecast(rule)):
+        out.append(("forecast", text))
+    if (text := describe_guard(rule)):
+        out.append(("guard", text))
+    if rule.kept_columns:
+        out.append(("kept", "columns a floor keeps: " + ", ".join(rule.kept_columns)))
+    if not report.dry_run and rule.batches:
+        out.append(("batches", f"{rule.batches} in {rule.duration_seconds:.1f}s"))
+    if rule.error:
+        out.append(("error", clean(rule.error)))
+    return out
+
+
+def render_text(report: Report) -> str:
+    """Render ``report`` for a terminal; ends with a newline."""
+    mode = "RETENTION DRY RUN (nothing was changed)" if report.dry_run else "RETENTION RUN"
+    lines = [mode]
+    head = [("now", report.now.isoformat()), ("run id", report.run_id),
+            ("config", f"{report.config_path} (sha256 {short_sha(report.config_sha256)})")]
+    if report.started_at and report.finished_at:
+        seconds = (report.finished_at - report.started_at).total_seconds()
+        head.append(("took", f"{seconds:.1f}s"))
+    label_w = max(display_width(k) for k, _ in head)
+    lines += [f"{pad(k, label_w)}  {v}" for k, v in head]
+    lines.append("")
+
+    if report.rules:
+        lines += format_table(summary_header(report), [summary_row(r) for r in report.rules],
+                              numeric=NUMERIC_COLUMNS)
+    else:
+        lines.append("no rules selected")
+
+    for rule in report.rules:
+        details = _details(report, rule)
+        sql = rule.statements if report.show_sql else []
+        if not details and not sql:
+            continue
+        lines += ["", rule.rule]
+        width = max((display_width(k) for k, _ in details), default=0)
+        for label, text in details:
+            first, *rest = text.splitlines() or [""]
+            lines.append(f"  {pad(label, width)}  {first}")
+            lines += [f"  {' ' * width}  {more}" for more in rest]
+        if sql:
+            lines.append("  sql")
+            for statement in sql:
+                body = clean(statement).rstrip().rstrip(";") + ";"
+                lines += [f"    {line}" for line in body.splitlines()]
+
+    lines += ["", totals_summary(report), exit_summary(report)]
+    return "\n".join(lines) + "\n"
