@@ -1,0 +1,177 @@
+"""The verbs, as plain functions taking a config path; ``cli.py`` only wraps them.
+
+Every verb that reads application data goes config -> schema -> plan ->
+execute -> report, in that order, and nothing is written before the whole
+policy file has been validated and bound to the live schema.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from retention.config import Config, load_config
+from retention.errors import ConfigError, ConfigErrors
+from retention.execute import ExecOptions, execute_rule
+from retention.log import mask_url
+from retention.plan import RulePlan, build_plans
+from retention.report.model import Report
+from retention.schema import Binding, Catalog, bind, make_engine
+from retention.timectx import TimeContext, utcnow
+
+log = structlog.get_logger("retention")
+
+
+@dataclass
+class Session:
+    """A loaded policy bound to its live databases at one instant."""
+
+    config: Config
+    engines: dict[str, Engine]
+    binding: Binding
+    ctx: TimeContext
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_session(config_path: str | None = None, *, env: Mapping[str, str] | None = None,
+                 now: datetime | None = None, need_keys: bool = True) -> Session:
+    """Load, validate and bind a policy file; raise ConfigError on any problem."""
+    env = os.environ if env is None else env
+    config = load_config(config_path, env=env)
+    engines = {}
+    try:
+        for name, url in config.urls.items():
+            engines[name] = make_engine(url)
+        catalog = Catalog(engines)
+    except Exception as e:  # connection or reflection failure: name the database, mask the URL
+        for engine in engines.values():
+            engine.dispose()
+        if isinstance(e, ConfigError):
+            raise
+        db = next((n for n in config.urls if n not in engines), None) or ", ".join(config.urls)
+        detail = str(getattr(e, "orig", None) or e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot open database ({mask_url(config.urls.get(db, ''))}): "
+                          f"{mask_url(detail)}", file=config.path, where=f"[databases.{db}]", key="url") from None
+    try:
+        binding = bind(config, catalog, env, need_keys=need_keys)
+    except ConfigError:
+        for engine in engines.values():
+            engine.dispose()
+        raise
+    ctx = TimeContext.create(config.settings.tz, now or utcnow())
+    return Session(config, engines, binding, ctx)
+
+
+@dataclass
+class CheckResult:
+    config_path: str
+    rules: int
+    tables: list[str]
+    warnings: list[str]
+
+
+def check(config_path: str | None = None, *, env: Mapping[str, str] | None = None) -> CheckResult:
+    """Validate the file and bind it to the live schemas; touch no data."""
+    with open_session(config_path, env=env) as s:
+        tables = sorted({r.table for r in s.config.rules})
+        # building every plan compiles every predicate: a bad clock path or where_sql shows here
+        plans = build_plans(s.binding, s.ctx)
+        for p in plans:
+            _compile_check(s, p)
+        return CheckResult(s.config.path, len(plans), tables, s.binding.warnings)
+
+
+def _compile_check(s: Session, p: RulePlan) -> None:
+    import sqlalchemy as sa
+    engine = s.engines[p.table.db]
+    try:
+        with engine.connect() as conn:
+            # EXPLAIN-free dry compile and execution of a zero-row query proves where_sql is valid SQL
+            conn.execute(sa.select(sa.func.count()).select_from(p.table.table).where(p.work, sa.false()))
+            conn.rollback()
+    except Exception as e:
+        from retention.execute import describe_error
+        raise ConfigErrors([s.config.error(f"the rule's SQL does not run: {describe_error(e)}",
+                                           f"rule '{p.rule.name}'", "where_sql" if p.rule.where_sql else "table")])
+
+
+def _select_rules(config: Config, only: list[str] | None) -> list[str] | None:
+    if not only:
+        return None
+    names = {r.name for r in config.rules}
+    for name in only:
+        if name not in names:
+            raise ConfigError(f"no rule named '{name}' (rules: {', '.join(sorted(names))})",
+                              file=config.path, where="--only", key=None)
+    return list(only)
+
+
+def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str] | None = None,
+        now: datetime | None = None, allow_large: bool = False, show_sql: bool = False,
+        env: Mapping[str, str] | None = None, force_python: bool = False) -> Report:
+    """Enforce the policy (or, with ``dry_run``, report what enforcing would do).
+
+    A failing rule does not stop the others; the report says which failed and
+    ``Report.exit_code`` is what the process should exit with.
+    """
+    with open_session(config_path, env=env, now=now) as s:
+        structlog.contextvars.bind_contextvars(run_id=s.run_id)
+        try:
+            selected = _select_rules(s.config, only)
+            report = Report(run_id=s.run_id, dry_run=dry_run, now=s.ctx.now, config_path=s.config.path,
+                            config_sha256=s.config.sha256, started_at=utcnow(), show_sql=show_sql)
+            opts = ExecOptions(dry_run=dry_run, allow_large=allow_large, force_python=force_python,
+                               show_sql=show_sql, batch_size=s.config.settings.batch_size)
+            log.info("start", mode="dry-run" if dry_run else "run", config=s.config.path,
+                     sha256=s.config.sha256[:12], now=s.ctx.now.isoformat())
+            for plan in build_plans(s.binding, s.ctx, selected):
+                report.rules.append(execute_rule(s.engines[plan.table.db], plan, s.config.settings, s.ctx, opts))
+            report.finished_at = utcnow()
+            log.info("finish", exit_code=report.exit_code, rules=len(report.rules))
+            return report
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id")
+
+
+def plan(config_path: str | None = None, **kwargs) -> Report:
+    """The dry-run report: ``run(dry_run=True)``."""
+    return run(config_path, dry_run=True, **kwargs)
+
+
+DEMO_URL = "sqlite:///retention-demo.db"
+DEMO_HASH_KEY = "retention-demo-key-not-secret"
+
+
+def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime | None = None,
+         seed: int = 7, env: Mapping[str, str] | None = None) -> tuple[dict[str, int], Report]:
+    """Build the demo shop at ``url`` and return its row counts and the dry-run report.
+
+    The policy's ``shop`` database is pointed at ``url`` for this call only.  A
+    throwaway hash key is used when ``RETENTION_HASH_KEY`` is not set, so the
+    demo runs on a fresh machine; never rely on it for real data.
+    """
+    from retention.demo import create_demo
+    env = dict(os.environ if env is None else env)
+    env["SHOP_DATABASE_URL"] = url
+    if not env.get("RETENTION_HASH_KEY"):
+        log.warning("demo_hash_key", message="RETENTION_HASH_KEY is not set; the demo uses a throwaway key")
+        env["RETENTION_HASH_KEY"] = DEMO_HASH_KEY
+    moment = now or utcnow()
+    counts = create_demo(url, now=moment, seed=seed)
+    return counts, plan(config_path, now=moment, env=env)

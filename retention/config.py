@@ -1,0 +1,462 @@
+"""Load and validate ``policies.toml``.
+
+Validation runs in stages, each error naming the file, the rule (or section)
+and the key:
+
+1. TOML syntax (``tomllib``);
+2. structure and types (pydantic models below; unknown keys are errors);
+3. cross-references inside the file (unique names, known subjects, databases,
+   strategies, duration sanity).
+
+Binding to the live databases (tables, columns, foreign keys, constraint
+conflicts) is :mod:`retention.schema`'s job.
+
+Example::
+
+    version = 1
+    [databases.shop]
+    url = "${SHOP_DATABASE_URL:-sqlite:///retention-demo.db}"
+
+    [[rules]]
+    name = "access-logs-180d"
+    table = "shop.access_logs"
+    clock = "created_at"
+    after = "180d"
+    action = "delete"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+
+from retention.durations import Duration, DurationError, parse_duration
+from retention.errors import ConfigError, ConfigErrors
+
+_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _duration(value: Any) -> Duration:
+    if isinstance(value, Duration):
+        return value
+    try:
+        return parse_duration(value)
+    except DurationError as e:
+        raise ValueError(str(e)) from None
+
+
+DurationField = Annotated[Duration, BeforeValidator(_duration)]
+Scalar = str | int | float | bool | datetime | date
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Settings(_Model):
+    """``[settings]``: defaults for every rule and the run as a whole."""
+
+    timezone: str = "UTC"
+    state_url: str = "sqlite:///retention-state.db"
+    batch_size: int = Field(5000, gt=0)
+    max_batch_seconds: float = Field(2.0, gt=0)
+    lock_timeout: DurationField = parse_duration("5s")
+    statement_timeout: DurationField = parse_duration("60s")
+    max_rows: int | None = Field(None, ge=0)
+    max_fraction: float = Field(0.9, ge=0, le=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{v}' (use an IANA name such as 'UTC' or 'Europe/Paris')") from None
+        return v
+
+    @field_validator("lock_timeout", "statement_timeout")
+    @classmethod
+    def _no_calendar(cls, v: Duration) -> Duration:
+        if v.months:
+            raise ValueError("a timeout cannot be in months or years")
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class DatabaseConfig(_Model):
+    """``[databases.NAME]``: ``url`` (with ``${VAR}`` / ``${VAR:-default}``) or ``url_file``."""
+
+    url: str | None = None
+    url_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "DatabaseConfig":
+        if bool(self.url) == bool(self.url_file):
+            raise ValueError("give exactly one of 'url' or 'url_file'")
+        return self
+
+
+class SubjectConfig(_Model):
+    table: str
+    key: str = "id"
+
+
+class Condition(_Model):
+    """One column's structured condition: ``{is_null = true}``, ``{lt = ..}``, ``{gt = ..}`` ..."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    lt: Scalar | None = None
+    le: Scalar | None = None
+    gt: Scalar | None = None
+    ge: Scalar | None = None
+    is_null: bool | None = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    not_in: list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "Condition":
+        if not self.model_fields_set:
+            raise ValueError("an empty condition matches nothing useful; use e.g. {is_null = true} or {lt = 10}")
+        return self
+
+
+def _condition(value: Any) -> Any:
+    # equality and lists are sugar: status = "closed", status = ["a", "b"]
+    if isinstance(value, Mapping):
+        return value
+    if isinstance(value, list):
+        return {"in": value}
+    return {"eq": value}
+
+
+Where = dict[str, Annotated[Condition, BeforeValidator(_condition)]]
+
+
+class KAnonymityCheck(_Model):
+    quasi_identifiers: list[str]
+    k: int = Field(5, ge=2)
+
+
+class RuleConfig(_Model):
+    """``[[rules]]``: what to do with which rows, once their clock has run."""
+
+    name: str
+    table: str
+    clock: str
+    after: DurationField
+    action: Literal["delete", "anonymize", "restrict"]
+    basis: str = ""
+    where: Where = Field(default_factory=dict)
+    where_sql: str | None = None
+    columns: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
+    mark: str | None = None
+    restrict_column: str = "restricted_at"
+    max_rows: int | None = Field(None, ge=0)
+    max_fraction: float | None = Field(None, ge=0, le=1)
+    check: KAnonymityCheck | None = None
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _kebab(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"'{v}' is not kebab-case (lowercase letters, digits and single dashes)")
+        return v
+
+    @model_validator(mode="after")
+    def _action_keys(self) -> "RuleConfig":
+        if self.action == "anonymize" and not self.columns:
+            raise ValueError("action 'anonymize' needs 'columns' (column = strategy)")
+        if self.action != "anonymize" and self.columns:
+            raise ValueError(f"'columns' only applies to action 'anonymize', not '{self.action}'")
+        if self.action != "anonymize" and self.mark:
+            raise ValueError(f"'mark' only applies to action 'anonymize', not '{self.action}'")
+        return self
+
+
+ParentAction = Literal["delete", "detach", "block"]
+
+
+class TableConfig(_Model):
+    """``[tables."db.table"]``: table-level settings for child tables."""
+
+    on_parent_delete: ParentAction | dict[str, ParentAction] = "block"
+    subject_path: list[str] | None = None
+
+
+class HoldConfig(_Model):
+    name: str
+    table: str
+    subject: str
+    subject_column: str
+    active_where: Where = Field(default_factory=dict)
+    basis: str = ""
+
+
+class FloorConfig(_Model):
+    name: str
+    table: str
+    clock: str
+    keep: DurationField
+    basis: str = ""
+    columns: list[str] | None = None
+    where: Where = Field(default_factory=dict)
+
+
+class RequestConfig(_Model):
+    name: str
+    table: str
+    subject: str
+    subject_column: str
+    received_column: str = "received_at"
+    status_column: str = "status"
+    deadline: DurationField = parse_duration("15d")
+    action: Literal["delete", "anonymize"] = "delete"
+
+
+class RecipientConfig(_Model):
+    name: str
+    url: str
+
+
+class BackupConfig(_Model):
+    name: str
+    location: str
+    pattern: str | None = None
+    keep_last: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    keep_within: DurationField | None = None
+    keep_within_hourly: DurationField | None = None
+    keep_within_daily: DurationField | None = None
+    keep_within_weekly: DurationField | None = None
+    keep_within_monthly: DurationField | None = None
+    keep_within_yearly: DurationField | None = None
+    keep_tags: list[list[str]] | None = None
+    max_age: DurationField | None = None
+    anchor: Literal["now", "latest"] = "now"
+
+
+class PolicyFile(_Model):
+    version: Literal[1]
+    settings: Settings = Field(default_factory=Settings)
+    databases: dict[str, DatabaseConfig]
+    subjects: dict[str, SubjectConfig] = Field(default_factory=dict)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    tables: dict[str, TableConfig] = Field(default_factory=dict)
+    holds: list[HoldConfig] = Field(default_factory=list)
+    floors: list[FloorConfig] = Field(default_factory=list)
+    requests: list[RequestConfig] = Field(default_factory=list)
+    recipients: list[RecipientConfig] = Field(default_factory=list)
+    backups: list[BackupConfig] = Field(default_factory=list)
+
+
+class Config:
+    """A validated policy file plus where it came from."""
+
+    def __init__(self, model: PolicyFile, path: str, sha256: str, urls: dict[str, str]) -> None:
+        self.model = model
+        self.path = path
+        self.sha256 = sha256
+        self.urls = urls                   # database name -> resolved URL (secret: never log)
+
+    @property
+    def settings(self) -> Settings:
+        return self.model.settings
+
+    @property
+    def rules(self) -> list[RuleConfig]:
+        return self.model.rules
+
+    def rule(self, name: str) -> RuleConfig:
+        for r in self.model.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def error(self, message: str, where: str | None = None, key: str | None = None) -> ConfigError:
+        return ConfigError(message, file=self.path, where=where, key=key)
+
+
+def expand_env(text: str, env: Mapping[str, str], *, file: str, where: str, key: str) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` from ``env``."""
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        value = env.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set (write ${{{name}:-default}} for a default)",
+                          file=file, where=where, key=key)
+
+    return _ENV.sub(sub, text)
+
+
+def _where_of(data: Mapping, loc: tuple) -> tuple[str | None, tuple]:
+    """Name the section a pydantic error location points into: ("rule 'x'", rest of loc)."""
+    if not loc:
+        return None, loc
+    head = loc[0]
+    sections = {"rules": "rule", "holds": "hold", "floors": "floor", "requests": "request",
+                "recipients": "recipient", "backups": "backup"}
+    if head in sections and len(loc) > 1 and isinstance(loc[1], int):
+        items = data.get(head) or []
+        item = items[loc[1]] if loc[1] < len(items) else {}
+        name = item.get("name") if isinstance(item, Mapping) else None
+        label = f"{sections[head]} '{name}'" if name else f"{sections[head]} #{loc[1] + 1}"
+        return label, loc[2:]
+    if head in ("databases", "subjects", "tables") and len(loc) > 1:
+        return f"[{head}.{loc[1]}]", loc[2:]
+    if head == "settings":
+        return "[settings]", loc[1:]
+    return None, loc
+
+
+def _format_key(rest: tuple) -> str | None:
+    parts = [str(p) for p in rest if not isinstance(p, int) and not str(p).startswith(("function-", "str", "dict", "list", "int", "float", "bool", "datetime", "date", "literal["))]
+    return ".".join(parts) if parts else None
+
+
+def _pydantic_errors(e: ValidationError, data: Mapping, path: str) -> ConfigErrors:
+    errors = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        where, rest = _where_of(data, loc)
+        key = _format_key(rest)
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        errors.append(ConfigError(msg, file=path, where=where, key=key))
+    # one message per (where, key): pydantic repeats union branches
+    seen, unique = set(), []
+    for err in errors:
+        ident = (err.where, err.key, err.detail)
+        if ident not in seen:
+            seen.add(ident)
+            unique.append(err)
+    return ConfigErrors(unique)
+
+
+def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate a policy file; raise :class:`ConfigError` on any problem."""
+    env = os.environ if env is None else env
+    path = str(path or env.get("RETENTION_CONFIG") or "policies.toml")
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the policy file: {e.strerror}", file=path) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"not valid TOML: {e}", file=path) from None
+    try:
+        model = PolicyFile.model_validate(data)
+    except ValidationError as e:
+        raise _pydantic_errors(e, data, path) from None
+    urls = _resolve_urls(model, path, env)
+    _cross_check(model, path)
+    return Config(model, path, hashlib.sha256(raw).hexdigest(), urls)
+
+
+def _resolve_urls(model: PolicyFile, path: str, env: Mapping[str, str]) -> dict[str, str]:
+    urls = {}
+    for name, db in model.databases.items():
+        where = f"[databases.{name}]"
+        if db.url:
+            urls[name] = expand_env(db.url, env, file=path, where=where, key="url")
+        else:
+            file = expand_env(db.url_file, env, file=path, where=where, key="url_file")
+            try:
+                urls[name] = Path(file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"cannot read '{file}': {e.strerror}", file=path, where=where, key="url_file") from None
+            if not urls[name]:
+                raise ConfigError(f"'{file}' is empty", file=path, where=where, key="url_file")
+    return urls
+
+
+def split_table(ref: str) -> tuple[str, str]:
+    """``"shop.users"`` -> ``("shop", "users")``."""
+    db, _, table = ref.partition(".")
+    return db, table
+
+
+def _cross_check(model: PolicyFile, path: str) -> None:
+    errors: list[ConfigError] = []
+
+    def err(msg: str, where: str | None, key: str | None) -> None:
+        errors.append(ConfigError(msg, file=path, where=where, key=key))
+
+    def check_table(ref: str, where: str, key: str = "table") -> None:
+        db, table = split_table(ref)
+        if not table:
+            err(f"'{ref}' must be written database.table (e.g. 'shop.users')", where, key)
+        elif db not in model.databases and db != "state":
+            known = ", ".join(sorted(model.databases)) or "none"
+            err(f"unknown database '{db}' in '{ref}' (databases: {known})", where, key)
+
+    for name, subj in model.subjects.items():
+        check_table(subj.table, f"[subjects.{name}]")
+    for ref in model.tables:
+        check_table(ref, f'[tables."{ref}"]', "table")
+    seen: set[str] = set()
+    from retention.anonymize import StrategyParamError, build
+    for rule in model.rules:
+        where = f"rule '{rule.name}'"
+        if rule.name in seen:
+            err(f"duplicate rule name '{rule.name}'", where, "name")
+        seen.add(rule.name)
+        check_table(rule.table, where)
+        for column, spec in rule.columns.items():
+            try:
+                build(spec)
+            except StrategyParamError as e:
+                key = f"columns.{column}" + (f".{e.key}" if e.key and e.key != "strategy" else "")
+                err(e.message, where, key)
+        if rule.where_sql is not None:
+            for token in re.findall(r":now_minus_([A-Za-z0-9_]+)", rule.where_sql):
+                try:
+                    parse_duration(token)
+                except DurationError as e:
+                    err(f":now_minus_{token}: {e}", where, "where_sql")
+    for kind, items in (("hold", model.holds), ("floor", model.floors), ("request", model.requests),
+                        ("recipient", model.recipients), ("backup", model.backups)):
+        names: set[str] = set()
+        for item in items:
+            where = f"{kind} '{item.name}'"
+            if item.name in names:
+                err(f"duplicate {kind} name '{item.name}'", where, "name")
+            names.add(item.name)
+            if hasattr(item, "table"):
+                check_table(item.table, where)
+            subject = getattr(item, "subject", None)
+            if subject is not None and subject not in model.subjects:
+                known = ", ".join(sorted(model.subjects)) or "none"
+                err(f"unknown subject '{subject}' (subjects: {known})", where, "subject")
+    if errors:
+        raise ConfigErrors(errors)

@@ -1,0 +1,375 @@
+"""Count and execute plans: batches, transactions, guards.
+
+One rule at a time, one transaction per batch.  A batch is a key range of the
+rule's table, ``pk > lo AND pk <= hi AND <work>``; ``hi`` is found by the
+database (the largest key among the next ``batch_size`` rows that need work),
+so Python never holds more than a couple of keys, and never uses OFFSET.
+
+When a delete cascades, the batch first locks and reads the parents' keys
+(``FOR UPDATE`` where the engine has it), then deletes or detaches the
+children deepest first, then the parents, all in the same transaction:
+nothing can slip a new child under a parent between the steps, and a failure
+rolls the whole batch back.
+
+The dry-run and the run share every predicate: :func:`count_rule` is what
+``retention plan`` shows and what ``retention run`` checks its guard against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from retention.config import Settings
+from retention.errors import RetentionError
+from retention.plan import CascadeStep, RulePlan, Variant
+from retention.report.model import Cascade, Guard, Protection, RuleOutcome
+from retention.timectx import TimeContext
+
+log = structlog.get_logger("retention.execute")
+
+
+@dataclass
+class ExecOptions:
+    dry_run: bool = True
+    allow_large: bool = False
+    force_python: bool = False     # anonymize in Python even where SQL could (tests compare both)
+    show_sql: bool = False
+    batch_size: int = 5000         # dry-run scans (anonymize in Python) read this many rows at a time
+
+
+# --- counting -----------------------------------------------------------------
+
+def _count(conn: Connection, table: sa.Table, *where) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar() or 0)
+
+
+def _sql_path(plan: RulePlan, variant: Variant, opts: ExecOptions) -> bool:
+    if opts.force_python:
+        return False
+    col = plan.table.table.c
+    return all(s.sql(col[c], plan.impl) is not None and s.done_sql(col[c], plan.impl) is not None
+               for c, s in variant.strategies.items())
+
+
+def _not_done(plan: RulePlan, variant: Variant) -> sa.ColumnElement:
+    col = plan.table.table.c
+    return sa.not_(sa.and_(sa.true(), *(s.done_sql(col[c], plan.impl) for c, s in variant.strategies.items())))
+
+
+def _children(plan: RulePlan, step: CascadeStep, parents: tuple[sa.Table, sa.ColumnElement]
+              ) -> tuple[sa.Table, sa.ColumnElement]:
+    """The child rows ``step`` reaches from the parent rows ``parents`` = (table, where)."""
+    ptable, pwhere = parents
+    child = plan_table(plan, step.fk.child)
+    keys = sa.select(ptable.c[step.fk.parent_column]).where(pwhere)
+    return child, child.c[step.fk.column].in_(keys)
+
+
+def plan_table(plan: RulePlan, key: str) -> sa.Table:
+    return plan.table.table.metadata.tables[key.split(".", 1)[1]]
+
+
+def count_cascades(conn: Connection, plan: RulePlan, steps, parents, out: list[Cascade]) -> None:
+    for step in steps:
+        child, link = _children(plan, step, parents)
+        out.append(Cascade(table=step.fk.child, action=step.action, via=step.fk.via,
+                           rows=_count(conn, child, link)))
+        if step.children:
+            count_cascades(conn, plan, step.children, (child, link), out)
+
+
+def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions) -> RuleOutcome:
+    """What the rule would do now: the dry-run numbers."""
+    rule, t = plan.rule, plan.table.table
+    out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis)
+    # attribution: each due row counted once, under its first protector
+    cases = [(p.predicate, i) for i, p in enumerate(plan.protectors)]
+    bucket = sa.case(*cases, else_=-1) if cases else sa.literal(-1)
+    rows = conn.execute(sa.select(bucket.label("b"), sa.func.count()).select_from(t)
+                        .where(plan.due).group_by(bucket)).all()
+    counts = {int(b): int(n) for b, n in rows}
+    out.due = sum(counts.values())
+    out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)
+                     if counts.get(i)]
+    out.touch = count_touch(conn, plan, opts)
+    if rule.action == "delete" and plan.cascade:
+        count_cascades(conn, plan, plan.cascade, (t, plan.work), out.cascades)
+    if rule.action == "anonymize":
+        out.kept_columns = sorted({c for v in plan.variants for c in v.kept})
+    oldest = conn.execute(sa.select(sa.func.min(plan.clock)).select_from(t).where(plan.due)).scalar()
+    out.oldest_clock = ctx.from_column(plan.clock_type, oldest)
+    sums = [sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0) for cond in plan.forecast.values()]
+    later = conn.execute(sa.select(*sums).select_from(t)
+                         .where(plan.conditions, sa.not_(plan.due), plan.clock.is_not(None))).one()
+    out.forecast = {w: int(n) for w, n in zip(plan.forecast, later)}
+    out.guard = Guard(max_rows=plan.max_rows, max_fraction=plan.max_fraction, table_rows=_count(conn, t))
+    return out
+
+
+def count_touch(conn: Connection, plan: RulePlan, opts: ExecOptions) -> int:
+    t = plan.table.table
+    if plan.rule.action != "anonymize":
+        return _count(conn, t, plan.work)
+    total = 0
+    for variant in plan.variants:
+        if _sql_path(plan, variant, opts):
+            total += _count(conn, t, plan.work, variant.predicate, _not_done(plan, variant))
+        else:
+            for lo, hi in _ranges(conn, plan, sa.and_(plan.work, variant.predicate), opts.batch_size):
+                total += _anonymize_python(conn, plan, variant, _range(plan, lo, hi), None)
+    return total
+
+
+def _ranges(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, size: int) -> Iterator[tuple]:
+    """Key ranges of at most ``size`` rows matching ``pred``, read inside ``conn``'s snapshot."""
+    lo = None
+    while True:
+        hi = _next_bound(conn, plan, pred, lo, size)
+        if hi is None:
+            return
+        yield lo, hi
+        lo = hi
+
+
+def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int):
+    pk = plan.pk
+    cond = [pred] if lo is None else [pk > lo, pred]
+    sub = sa.select(pk.label("k")).where(*cond).order_by(pk).limit(size).subquery()
+    return conn.execute(sa.select(sa.func.max(sub.c.k))).scalar()
+
+
+def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
+    pk = plan.pk
+    return sa.and_(pk <= hi) if lo is None else sa.and_(pk > lo, pk <= hi)
+
+
+# --- executing ------------------------------------------------------------------
+
+def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
+    limit_rows = plan.max_rows
+    over = limit_rows is not None and out.touch > limit_rows
+    if out.guard.table_rows and out.touch > plan.max_fraction * out.guard.table_rows:
+        over = True
+    if over:
+        out.guard.state = "allowed" if allow_large else "tripped"
+        if not allow_large:
+            out.status = "guard_tripped"
+
+
+def execute_rule(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContext,
+                 opts: ExecOptions) -> RuleOutcome:
+    """Count the rule, check its guard, and (unless dry) enforce it batch by batch."""
+    started = time.monotonic()
+    rule = plan.rule
+    try:
+        with engine.connect() as conn:
+            out = count_rule(conn, plan, ctx, opts)
+            conn.rollback()
+        guard_state(out, plan, opts.allow_large)
+        if opts.show_sql:
+            out.statements = statements(engine, plan, opts)
+        if not opts.dry_run and out.status == "ok":
+            touched, cascades, batches = _enforce(engine, plan, settings, ctx, opts)
+            out.touch, out.batches = touched, batches
+            if plan.cascade:
+                out.cascades = cascades
+    except (SQLAlchemyError, RetentionError) as e:
+        out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
+                                                 basis=rule.basis)
+        out.status, out.error = "failed", describe_error(e)
+    out.duration_seconds = round(time.monotonic() - started, 3)
+    log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
+             dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,
+             cascaded=out.cascaded_total, batches=out.batches, seconds=out.duration_seconds,
+             error=out.error)
+    return out
+
+
+def describe_error(e: Exception) -> str:
+    """The error's class and first line only: database DETAIL lines can quote row values."""
+    orig = getattr(e, "orig", None) or e
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    first = (str(orig).strip().splitlines() or [""])[0]
+    first = first.split("[SQL:")[0].strip()
+    return f"{type(orig).__name__}{f' [{code}]' if code else ''}: {first}"
+
+
+def _enforce(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContext,
+             opts: ExecOptions) -> tuple[int, list[Cascade], int]:
+    size = settings.batch_size
+    if plan.cascade and plan.impl.max_bind_params:
+        size = min(size, plan.impl.max_bind_params)
+    touched, batches = 0, 0
+    cascaded: dict[tuple[str, str, str], int] = {}
+    for step_key in _walk(plan.cascade):
+        cascaded[step_key] = 0
+    lo = None
+    while True:
+        t0 = time.monotonic()
+        with engine.begin() as conn:
+            plan.impl.apply_timeouts(conn, settings.lock_timeout, settings.statement_timeout)
+            hi = _next_bound(conn, plan, plan.work, lo, size)
+            if hi is None:
+                break
+            touched += _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded)
+        batches += 1
+        lo = hi
+        elapsed = time.monotonic() - t0
+        # keep each transaction under max_batch_seconds: shrink fast, grow back slowly
+        if elapsed > settings.max_batch_seconds and size > 1:
+            size = max(1, size // 2)
+        elif elapsed < settings.max_batch_seconds / 4 and size < settings.batch_size:
+            size = min(settings.batch_size, size + max(1, size // 4))
+        log.debug("batch", rule=plan.rule.name, lo=lo, hi=hi, size=size, seconds=round(elapsed, 3))
+    return touched, [Cascade(table=k[0], action=k[1], via=k[2], rows=n) for k, n in cascaded.items()], batches
+
+
+def _walk(steps) -> Iterator[tuple[str, str, str]]:
+    for step in steps:
+        yield (step.fk.child, step.action, step.fk.via)
+        yield from _walk(step.children)
+
+
+def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
+           rng: sa.ColumnElement, cascaded: dict) -> int:
+    t = plan.table.table
+    action = plan.rule.action
+    if action == "delete":
+        if not plan.cascade:
+            return conn.execute(sa.delete(t).where(rng, plan.work)).rowcount
+        keys_q = sa.select(plan.pk).where(rng, plan.work)
+        if plan.impl.supports_for_update:
+            keys_q = keys_q.with_for_update()
+        keys = [k for (k,) in conn.execute(keys_q)]
+        if not keys:
+            return 0
+        _cascade(conn, plan, plan.cascade, (t, plan.pk.in_(keys)), cascaded)
+        return conn.execute(sa.delete(t).where(plan.pk.in_(keys))).rowcount
+    if action == "restrict":
+        col = plan.rule.restrict_column
+        return conn.execute(sa.update(t).where(rng, plan.work)
+                            .values({col: ctx.moment_for(t.c[col].type, ctx.now)})).rowcount
+    total = 0
+    for variant in plan.variants:
+        if _sql_path(plan, variant, opts):
+            total += _anonymize_sql(conn, plan, variant, rng, ctx)
+        else:
+            total += _anonymize_python(conn, plan, variant, rng, ctx)
+    return total
+
+
+def _cascade(conn: Connection, plan: RulePlan, steps, parents, cascaded: dict) -> None:
+    """Children deepest first, so no statement ever leaves a dangling reference."""
+    for step in steps:
+        child, link = _children(plan, step, parents)
+        if step.children:
+            _cascade(conn, plan, step.children, (child, link), cascaded)
+        key = (step.fk.child, step.action, step.fk.via)
+        if step.action == "delete":
+            cascaded[key] += conn.execute(sa.delete(child).where(link)).rowcount
+        else:
+            cascaded[key] += conn.execute(sa.update(child).where(link).values({step.fk.column: None})).rowcount
+
+
+def _mark_values(plan: RulePlan, variant: Variant, ctx: TimeContext) -> dict:
+    mark = plan.rule.mark
+    if mark and variant.mark:
+        return {mark: ctx.moment_for(plan.table.table.c[mark].type, ctx.now)}
+    return {}
+
+
+def _anonymize_sql(conn: Connection, plan: RulePlan, variant: Variant, rng, ctx: TimeContext) -> int:
+    t = plan.table.table
+    values = {}
+    for c, s in variant.strategies.items():
+        # leave values that are already anonymized as they are (hash is not idempotent)
+        values[c] = sa.case((s.done_sql(t.c[c], plan.impl), t.c[c]), else_=s.sql(t.c[c], plan.impl))
+    values.update(_mark_values(plan, variant, ctx))
+    stmt = sa.update(t).where(rng, plan.work, variant.predicate, _not_done(plan, variant)).values(values)
+    return conn.execute(stmt).rowcount
+
+
+def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
+                      ctx: TimeContext | None) -> int:
+    """Read one batch, anonymize in Python, write back the rows that change.
+
+    With ``ctx=None`` it only counts (the dry-run path): the same selection and
+    the same ``done`` test decide both.
+    """
+    t = plan.table.table
+    cols = list(variant.strategies)
+    q = sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)
+    if ctx is not None and plan.impl.supports_for_update:
+        q = q.with_for_update()
+    updates = []
+    for row in conn.execute(q):
+        key, values = row[0], row[1:]
+        if all(variant.strategies[c].done(v) for c, v in zip(cols, values)):
+            continue
+        new = {f"v_{c}": (v if variant.strategies[c].done(v) else variant.strategies[c].apply(v))
+               for c, v in zip(cols, values)}
+        new["k_pk"] = key
+        updates.append(new)
+    if ctx is None or not updates:
+        return len(updates)
+    values = {c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in cols}
+    values.update(_mark_values(plan, variant, ctx))
+    conn.execute(sa.update(t).where(plan.pk == sa.bindparam("k_pk")).values(values), updates)
+    return len(updates)
+
+
+# --- showing --------------------------------------------------------------------
+
+def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
+    """The statements one batch of this rule runs, compiled for the engine (``--sql``)."""
+    t = plan.table.table
+    dialect = engine.dialect
+    lo, hi = sa.bindparam("lo"), sa.bindparam("hi")
+    rng = sa.and_(plan.pk > lo, plan.pk <= hi)
+
+    def show(stmt) -> str:
+        return str(stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})).strip() + ";"
+
+    out = [show(sa.select(sa.func.max(sa.select(plan.pk.label("k")).where(plan.pk > lo, plan.work)
+                                      .order_by(plan.pk).limit(sa.bindparam("batch_size")).subquery().c.k)))]
+    action = plan.rule.action
+    if action == "delete" and not plan.cascade:
+        out.append(show(sa.delete(t).where(rng, plan.work)))
+    elif action == "delete":
+        keys = sa.bindparam("keys", expanding=True)
+        sel = sa.select(plan.pk).where(rng, plan.work)
+        out.append(show(sel.with_for_update() if plan.impl.supports_for_update else sel))
+
+        def walk(steps, parents):
+            for step in steps:
+                child, link = _children(plan, step, parents)
+                if step.children:
+                    walk(step.children, (child, link))
+                if step.action == "delete":
+                    out.append(show(sa.delete(child).where(link)))
+                else:
+                    out.append(show(sa.update(child).where(link).values({step.fk.column: None})))
+        walk(plan.cascade, (t, plan.pk.in_(keys)))
+        out.append(show(sa.delete(t).where(plan.pk.in_(keys))))
+    elif action == "restrict":
+        out.append(show(sa.update(t).where(rng, plan.work).values({plan.rule.restrict_column: sa.bindparam("now")})))
+    else:
+        for variant in plan.variants:
+            if _sql_path(plan, variant, opts):
+                values = {c: s.sql(t.c[c], plan.impl) for c, s in variant.strategies.items()}
+                out.append(show(sa.update(t).where(rng, plan.work, variant.predicate, _not_done(plan, variant))
+                                .values(values)))
+            else:
+                cols = list(variant.strategies)
+                out.append(show(sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)))
+                out.append(f"-- then, per changed row, in Python: {', '.join(f'{c} = {s.describe()}' for c, s in variant.strategies.items())}")
+                out.append(show(sa.update(t).where(plan.pk == sa.bindparam("pk"))
+                                .values({c: sa.bindparam(f"v_{c}") for c in cols})))
+    return out

@@ -1,0 +1,320 @@
+"""The plan: for each rule, at one instant, what it will touch and why.
+
+A plan is data.  A dry-run counts it; a run executes it; both read the same
+predicates, so what the report promises is what the run does.
+
+For a rule on table ``T`` the plan holds:
+
+* ``due``: the clock has run (``clock <= now - after``) and ``where`` /
+  ``where_sql`` match;
+* ``protectors``: one SQL predicate per hold, floor and blocking child table,
+  in precedence order (holds, then floors, then children).  For a delete they
+  look through the whole cascade: a user whose order a floor protects is
+  protected by that floor, because deleting the user would take the order;
+* ``work``: due, unprotected and not already done;
+* ``cascade``: the foreign-key children the delete reaches, with their
+  ``on_parent_delete`` action, in dependency order;
+* for anonymize, one :class:`Variant` per combination of column floors, with
+  the columns that may change under it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from retention.anonymize import Strategy
+from retention.config import Condition, FloorConfig, HoldConfig, RuleConfig
+from retention.dialects import DialectImpl
+from retention.durations import parse_duration
+from retention.report.model import FORECAST_WINDOWS
+from retention.schema import (Binding, BoundTable, ColumnPath, ForeignKey, resolve_column_path,
+                              subject_paths)
+from retention.timectx import TimeContext
+
+_NOW_MINUS = re.compile(r":(now_minus_[A-Za-z0-9_]+)")
+
+
+@dataclass(frozen=True)
+class Protector:
+    kind: str                 # hold | floor | children
+    name: str
+    predicate: sa.ColumnElement
+
+
+@dataclass(frozen=True)
+class CascadeStep:
+    """Children reached through one foreign key, and what happens to them."""
+
+    fk: ForeignKey
+    action: str                                   # delete | detach
+    children: tuple["CascadeStep", ...] = ()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Anonymize rows matching ``predicate`` in ``columns``; ``kept`` are left for a floor."""
+
+    predicate: sa.ColumnElement
+    strategies: Mapping[str, Strategy]
+    kept: tuple[str, ...] = ()
+    floors: tuple[str, ...] = ()
+    mark: bool = True
+
+
+@dataclass
+class RulePlan:
+    rule: RuleConfig
+    table: BoundTable
+    impl: DialectImpl
+    due: sa.ColumnElement
+    protectors: list[Protector]
+    cascade: tuple[CascadeStep, ...] = ()
+    variants: list[Variant] = field(default_factory=list)
+    clock: sa.ColumnElement | None = None
+    clock_type: sa.types.TypeEngine | None = None
+    forecast: dict[str, sa.ColumnElement] = field(default_factory=dict)
+    conditions: sa.ColumnElement = sa.true()
+    max_rows: int | None = None
+    max_fraction: float = 0.9
+    now_value: object = None
+
+    @property
+    def pk(self) -> sa.Column:
+        return self.table.table.c[self.table.pk.name]
+
+    @property
+    def protected(self) -> sa.ColumnElement:
+        if not self.protectors:
+            return sa.false()
+        return sa.or_(*(p.predicate for p in self.protectors))
+
+    @property
+    def clean(self) -> sa.ColumnElement:
+        """Due and protected by nothing."""
+        return sa.and_(self.due, sa.not_(self.protected)) if self.protectors else self.due
+
+    def todo(self) -> sa.ColumnElement:
+        """Rows that still need the action (the SQL part; anonymize may refine in Python)."""
+        t = self.table.table
+        if self.rule.action == "restrict":
+            return t.c[self.rule.restrict_column].is_(None)
+        if self.rule.action == "anonymize" and self.rule.mark:
+            return t.c[self.rule.mark].is_(None)
+        return sa.true()
+
+    @property
+    def work(self) -> sa.ColumnElement:
+        return sa.and_(self.clean, self.todo())
+
+
+class Planner:
+    """Builds SQL predicates for one binding at one instant."""
+
+    def __init__(self, binding: Binding, ctx: TimeContext) -> None:
+        self.b = binding
+        self.catalog = binding.catalog
+        self.ctx = ctx
+        self.model = binding.config.model
+
+    # -- values and columns ---------------------------------------------------
+
+    def path_value(self, base: sa.FromClause, table_key: str, hops: tuple[ForeignKey, ...],
+                   column: str) -> sa.ColumnElement:
+        """The value of ``column`` on the row reached from ``base`` through ``hops``."""
+        if not hops:
+            return base.c[column]
+        aliases = [self.catalog.tables[fk.parent].table.alias() for fk in hops]
+        cond = aliases[0].c[hops[0].parent_column] == base.c[hops[0].column]
+        for i in range(1, len(hops)):
+            cond = sa.and_(cond, aliases[i].c[hops[i].parent_column] == aliases[i - 1].c[hops[i].column])
+        return sa.select(aliases[-1].c[column]).where(cond).scalar_subquery()
+
+    def clock(self, base: sa.FromClause, cp: ColumnPath) -> tuple[sa.ColumnElement, sa.types.TypeEngine]:
+        col_type = self.catalog.tables[cp.target_table].table.c[cp.column].type
+        return self.path_value(base, cp.table, cp.hops, cp.column), col_type
+
+    def bound_moment(self, col_type, moment) -> sa.BindParameter:
+        return sa.bindparam(None, self.ctx.moment_for(col_type, moment), type_=col_type)
+
+    def conditions(self, base: sa.FromClause, where: Mapping[str, Condition]) -> sa.ColumnElement:
+        parts = []
+        for name, cond in where.items():
+            col = base.c[name]
+            val = lambda v: self._value(col, v)  # noqa: E731
+            if cond.eq is not None:
+                parts.append(col == val(cond.eq))
+            if cond.ne is not None:
+                parts.append(sa.or_(col != val(cond.ne), col.is_(None)))
+            if cond.lt is not None:
+                parts.append(col < val(cond.lt))
+            if cond.le is not None:
+                parts.append(col <= val(cond.le))
+            if cond.gt is not None:
+                parts.append(col > val(cond.gt))
+            if cond.ge is not None:
+                parts.append(col >= val(cond.ge))
+            if cond.is_null is not None:
+                parts.append(col.is_(None) if cond.is_null else col.is_not(None))
+            if cond.in_ is not None:
+                parts.append(col.in_([val(v) for v in cond.in_]))
+            if cond.not_in is not None:
+                parts.append(sa.or_(col.not_in([val(v) for v in cond.not_in]), col.is_(None)))
+        return sa.and_(sa.true(), *parts)
+
+    def _value(self, col: sa.ColumnElement, v):
+        from datetime import datetime
+        if isinstance(v, datetime):
+            return self.bound_moment(col.type, v if v.tzinfo else v.replace(tzinfo=self.ctx.tz))
+        return sa.bindparam(None, v, type_=col.type)
+
+    def where_sql(self, rule: RuleConfig) -> sa.ColumnElement:
+        """The escape hatch: a SQL boolean with ``:now`` and ``:now_minus_<duration>`` bound."""
+        text = rule.where_sql
+        params = {"now": self.ctx.now.astimezone(self.ctx.tz).replace(tzinfo=None)}
+        for name in set(_NOW_MINUS.findall(text)):
+            period = parse_duration(name[len("now_minus_"):])
+            params[name] = self.ctx.cutoff(period).astimezone(self.ctx.tz).replace(tzinfo=None)
+        # give every name a unique bind name so two rules' clauses never collide
+        clause = sa.text(f"({text})")
+        binds = [sa.bindparam(k, v) for k, v in params.items() if re.search(rf":{k}\b", text)]
+        return clause.bindparams(*binds)
+
+    # -- protection -----------------------------------------------------------
+
+    def held(self, hold: HoldConfig, table_key: str, base: sa.FromClause) -> sa.ColumnElement | None:
+        """Rows of ``table_key`` (as ``base``) whose subject ``hold`` holds, or None if none can be."""
+        subject = self.model.subjects[hold.subject]
+        if subject.table.split(".")[0] != table_key.split(".")[0] or hold.table.split(".")[0] != table_key.split(".")[0]:
+            return None
+        register = self.catalog.tables[hold.table].table
+        preds = []
+        for hops, key in subject_paths(self.catalog, table_key, subject.table, subject.key,
+                                       self.b.subject_override(table_key)):
+            # the subject key is the last hop's foreign-key value: no need to join the subject table
+            if hops:
+                key_expr = self.path_value(base, table_key, hops[:-1], hops[-1].column)
+            else:
+                key_expr = base.c[key]
+            h = register.alias()
+            preds.append(sa.exists().where(h.c[hold.subject_column] == key_expr,
+                                           self.conditions(h, hold.active_where)))
+        return sa.or_(*preds) if preds else None
+
+    def floor_active(self, floor: FloorConfig, base: sa.FromClause) -> sa.ColumnElement:
+        """The floor still protects the row: ``clock + keep > now``. A NULL clock has not started it."""
+        cp = resolve_column_path(self.catalog, floor.table, floor.clock)
+        expr, col_type = self.clock(base, cp)
+        return sa.and_(expr > self.bound_moment(col_type, self.ctx.cutoff(floor.keep)),
+                       self.conditions(base, floor.where))
+
+    def direct_protectors(self, table_key: str, base: sa.FromClause, *, whole_row: bool) -> list[Protector]:
+        """Holds and floors on the row itself. ``whole_row=False`` skips column-only floors."""
+        out = []
+        for hold in self.model.holds:
+            pred = self.held(hold, table_key, base)
+            if pred is not None:
+                out.append(Protector("hold", hold.name, pred))
+        for floor in self.model.floors:
+            if floor.table == table_key and (whole_row or not floor.columns):
+                out.append(Protector("floor", floor.name, self.floor_active(floor, base)))
+        return out
+
+    def delete_protectors(self, table_key: str, base: sa.FromClause) -> list[Protector]:
+        """Everything that keeps a row from being deleted, looking through the cascade."""
+        found: dict[tuple[str, str], list[sa.ColumnElement]] = {}
+        order = [("hold", h.name) for h in self.model.holds] + [("floor", f.name) for f in self.model.floors]
+
+        def add(kind: str, name: str, pred: sa.ColumnElement) -> None:
+            if (kind, name) not in order:
+                order.append((kind, name))
+            found.setdefault((kind, name), []).append(pred)
+
+        for p in self.direct_protectors(table_key, base, whole_row=True):
+            add(p.kind, p.name, p.predicate)
+        for fk in self.catalog.children_of(table_key):
+            child = self.catalog.tables[fk.child].table.alias()
+            link = child.c[fk.column] == base.c[fk.parent_column]
+            action = self.b.parent_action(fk)
+            if action == "block":
+                add("children", fk.child, sa.exists().where(link))
+                continue
+            inner = (self.delete_protectors(fk.child, child) if action == "delete"
+                     else self.direct_protectors(fk.child, child, whole_row=True))
+            for p in inner:
+                add(p.kind, p.name, sa.exists().where(link, p.predicate))
+        return [Protector(k, n, sa.or_(*found[(k, n)])) for k, n in order if (k, n) in found]
+
+    def cascade(self, table_key: str) -> tuple[CascadeStep, ...]:
+        steps = []
+        for fk in self.catalog.children_of(table_key):
+            action = self.b.parent_action(fk)
+            if action == "delete":
+                steps.append(CascadeStep(fk, "delete", self.cascade(fk.child)))
+            elif action == "detach":
+                steps.append(CascadeStep(fk, "detach"))
+        return tuple(steps)
+
+    # -- rules ------------------------------------------------------------------
+
+    def plan_rule(self, rule: RuleConfig) -> RulePlan:
+        bound = self.catalog.tables[rule.table]
+        t = bound.table
+        settings = self.model.settings
+        cp = resolve_column_path(self.catalog, rule.table, rule.clock)
+        clock, clock_type = self.clock(t, cp)
+        conditions = self.conditions(t, rule.where)
+        if rule.where_sql:
+            conditions = sa.and_(conditions, self.where_sql(rule))
+        due = sa.and_(clock <= self.bound_moment(clock_type, self.ctx.cutoff(rule.after)), conditions)
+        if rule.action == "delete":
+            protectors = self.delete_protectors(rule.table, t)
+            cascade = self.cascade(rule.table)
+        else:
+            protectors = self.direct_protectors(rule.table, t, whole_row=False)
+            cascade = ()
+        forecast = {w: clock <= self.bound_moment(clock_type, self.ctx.cutoff(rule.after, ahead_days=int(w[:-1])))
+                    for w in FORECAST_WINDOWS}
+        plan = RulePlan(
+            rule=rule, table=bound, impl=self.catalog.impl(bound.db), due=due, protectors=protectors,
+            cascade=cascade, clock=clock, clock_type=clock_type, forecast=forecast, conditions=conditions,
+            max_rows=rule.max_rows if rule.max_rows is not None else settings.max_rows,
+            max_fraction=rule.max_fraction if rule.max_fraction is not None else settings.max_fraction,
+            now_value=None,
+        )
+        if rule.action == "anonymize":
+            variants = self._variants(rule, t, protectors)
+            # rows whose every listed column a floor keeps are protected by that floor, whole
+            for v in variants:
+                if not v.strategies:
+                    plan.protectors.append(Protector("floor", v.floors[0], v.predicate))
+            plan.variants = [v for v in variants if v.strategies]
+        return plan
+
+    def _variants(self, rule: RuleConfig, t: sa.Table, protectors: list[Protector]) -> list[Variant]:
+        """One variant per combination of active column floors (usually one or two)."""
+        strategies = self.b.strategies[rule.name]
+        column_floors = [f for f in self.model.floors if f.table == rule.table and f.columns]
+        variants = []
+        for active in itertools.product((False, True), repeat=len(column_floors)):
+            preds, kept, names = [], set(), []
+            for floor, on in zip(column_floors, active):
+                pred = self.floor_active(floor, t)
+                preds.append(pred if on else sa.not_(pred))
+                if on:
+                    kept.update(floor.columns)
+                    names.append(floor.name)
+            cols = {c: s for c, s in strategies.items() if c not in kept}
+            variants.append(Variant(sa.and_(sa.true(), *preds), cols,
+                                    tuple(sorted(kept & set(strategies))), tuple(names), mark=not names))
+        return variants
+
+
+def build_plans(binding: Binding, ctx: TimeContext, only: list[str] | None = None) -> list[RulePlan]:
+    planner = Planner(binding, ctx)
+    rules = [r for r in binding.config.rules if r.enabled and (not only or r.name in only)]
+    return [planner.plan_rule(r) for r in rules]

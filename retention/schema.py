@@ -1,0 +1,388 @@
+"""Reflect the live databases and bind the policy file to them.
+
+:class:`Catalog` holds the reflected tables and the foreign-key graph of every
+database named in ``[databases]``.  :func:`bind` checks every table, column,
+clock path, strategy and ``on_parent_delete`` of the policy against it and
+raises one :class:`~retention.errors.ConfigErrors` listing every problem, so
+``retention check`` reports them all at once and nothing runs on a bad file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from retention.anonymize import ColumnInfo, Strategy, StrategyParamError, build
+from retention.config import Config, split_table
+from retention.dialects import DialectImpl, impl_for
+from retention.dialects.sqlite import enable_foreign_keys
+from retention.errors import ConfigError, ConfigErrors
+
+PARENT_ACTIONS = ("delete", "detach", "block")
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """``child.columns -> parent.columns`` (single-column keys only are followed)."""
+
+    child: str          # "shop.orders"
+    column: str         # "user_id"
+    parent: str         # "shop.users"
+    parent_column: str  # "id"
+    nullable: bool
+
+    @property
+    def via(self) -> str:
+        return f"{self.child}.{self.column} -> {self.parent}"
+
+
+@dataclass
+class BoundTable:
+    key: str            # "shop.users"
+    db: str
+    table: sa.Table
+
+    @property
+    def pk(self) -> sa.Column | None:
+        cols = list(self.table.primary_key.columns)
+        return cols[0] if len(cols) == 1 else None
+
+    def column(self, name: str) -> sa.Column | None:
+        return self.table.c.get(name)
+
+
+class Catalog:
+    """Reflected tables and foreign keys of the policy's databases."""
+
+    def __init__(self, engines: Mapping[str, Engine]) -> None:
+        self.engines = dict(engines)
+        self.tables: dict[str, BoundTable] = {}
+        self.fks: list[ForeignKey] = []
+        for db, engine in self.engines.items():
+            md = sa.MetaData()
+            md.reflect(bind=engine)
+            for table in md.tables.values():
+                key = f"{db}.{table.name}"
+                self.tables[key] = BoundTable(key, db, table)
+            for table in md.tables.values():
+                for fkc in table.foreign_key_constraints:
+                    if len(fkc.elements) != 1:
+                        continue  # composite keys are not followed
+                    el = fkc.elements[0]
+                    self.fks.append(ForeignKey(
+                        child=f"{db}.{table.name}", column=el.parent.name,
+                        parent=f"{db}.{el.column.table.name}", parent_column=el.column.name,
+                        nullable=bool(el.parent.nullable)))
+
+    def impl(self, db: str) -> DialectImpl:
+        return impl_for(self.engines[db])
+
+    def get(self, key: str) -> BoundTable | None:
+        return self.tables.get(key)
+
+    def children_of(self, key: str) -> list[ForeignKey]:
+        return [fk for fk in self.fks if fk.parent == key]
+
+    def parents_of(self, key: str) -> list[ForeignKey]:
+        return [fk for fk in self.fks if fk.child == key]
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for an application database; SQLite enforces foreign keys."""
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        enable_foreign_keys(engine)
+    return engine
+
+
+def column_info(table: sa.Table, name: str) -> ColumnInfo:
+    col = table.c[name]
+    unique = bool(col.primary_key)
+    for cons in table.constraints:
+        if isinstance(cons, sa.UniqueConstraint) and [c.name for c in cons.columns] == [name]:
+            unique = True
+    for idx in table.indexes:
+        if idx.unique and [c.name for c in idx.columns] == [name]:
+            unique = True
+    return ColumnInfo(name=name, type=col.type, nullable=bool(col.nullable), unique=unique,
+                      length=getattr(col.type, "length", None), primary_key=bool(col.primary_key))
+
+
+def is_temporal(col: sa.Column) -> bool:
+    try:
+        return col.type.python_type in (__import__("datetime").datetime, __import__("datetime").date)
+    except NotImplementedError:
+        return False
+
+
+# --- resolving names --------------------------------------------------------
+
+def _hop_matches(fk: ForeignKey, hop: str) -> bool:
+    parent_table = fk.parent.split(".", 1)[1]
+    candidates = {hop, f"{hop}s", f"{hop}es"}
+    if hop.endswith("y"):
+        candidates.add(hop[:-1] + "ies")
+    return fk.column in (hop, f"{hop}_id") or parent_table in candidates
+
+
+def resolve_hop(catalog: Catalog, table_key: str, hop: str) -> ForeignKey:
+    """The foreign key of ``table_key`` that a path segment such as ``merchant`` names."""
+    matches = [fk for fk in catalog.parents_of(table_key) if _hop_matches(fk, hop)]
+    exact = [fk for fk in matches if fk.column in (hop, f"{hop}_id")]
+    if len(exact) == 1:
+        return exact[0]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        fks = ", ".join(fk.column for fk in catalog.parents_of(table_key)) or "none"
+        raise LookupError(f"'{hop}' names no foreign key of {table_key} (foreign keys: {fks})")
+    raise LookupError(f"'{hop}' is ambiguous in {table_key}: " + ", ".join(fk.column for fk in matches))
+
+
+@dataclass(frozen=True)
+class ColumnPath:
+    """A column on the row itself (``hops == ()``) or on a parent reached by foreign keys."""
+
+    table: str
+    hops: tuple[ForeignKey, ...]
+    column: str
+
+    @property
+    def target_table(self) -> str:
+        return self.hops[-1].parent if self.hops else self.table
+
+
+def resolve_column_path(catalog: Catalog, table_key: str, path: str) -> ColumnPath:
+    parts = path.split(".")
+    hops: list[ForeignKey] = []
+    current = table_key
+    for hop in parts[:-1]:
+        fk = resolve_hop(catalog, current, hop)
+        hops.append(fk)
+        current = fk.parent
+    bound = catalog.get(current)
+    if bound is None or bound.column(parts[-1]) is None:
+        raise LookupError(f"no column '{parts[-1]}' in {current}")
+    return ColumnPath(table_key, tuple(hops), parts[-1])
+
+
+def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_key: str,
+                  override: list[str] | None = None, max_depth: int = 4) -> list[tuple[tuple[ForeignKey, ...], str]]:
+    """Every way to find a row's subject key: (foreign-key hops, column on the last table).
+
+    On the subject table itself the key is the row's own key.  Elsewhere every
+    foreign-key path (up to ``max_depth`` hops, no table visited twice) that
+    ends at the subject table counts: a hold protects a row if any of its
+    subjects is held.
+    """
+    if override is not None:
+        return [(tuple(_explicit_hops(catalog, table_key, override)), subject_key)]
+    if table_key == subject_table:
+        return [((), subject_key)]
+    found: list[tuple[tuple[ForeignKey, ...], str]] = []
+
+    def walk(current: str, hops: tuple[ForeignKey, ...], seen: frozenset[str]) -> None:
+        if len(hops) >= max_depth:
+            return
+        for fk in catalog.parents_of(current):
+            if fk.parent in seen:
+                continue
+            if fk.parent == subject_table:
+                if fk.parent_column == subject_key:
+                    found.append((hops + (fk,), subject_key))
+                continue
+            walk(fk.parent, hops + (fk,), seen | {fk.parent})
+
+    walk(table_key, (), frozenset({table_key}))
+    # a direct hop makes the detour through the path's last hop redundant: keep
+    # them all anyway: a hold must see every subject of the row
+    return found
+
+
+def _explicit_hops(catalog: Catalog, table_key: str, override: list[str]) -> list[ForeignKey]:
+    """``subject_path = ["order_id", "user_id -> users.id"]``: hop by column, FK or explicit."""
+    hops: list[ForeignKey] = []
+    current = table_key
+    db = split_table(table_key)[0]
+    for step in override:
+        if "->" in step:
+            col, target = (s.strip() for s in step.split("->", 1))
+            ttable, _, tcol = target.rpartition(".")
+            parent = ttable if ttable.count(".") else f"{db}.{ttable}"
+            fk = ForeignKey(current, col, parent, tcol, True)
+        else:
+            matches = [fk for fk in catalog.parents_of(current) if fk.column == step.strip()]
+            if not matches:
+                raise LookupError(f"'{step}' is not a foreign-key column of {current}; write '{step} -> table.column'")
+            fk = matches[0]
+        bound, parent = catalog.get(current), catalog.get(fk.parent)
+        if bound is None or bound.column(fk.column) is None:
+            raise LookupError(f"no column '{fk.column}' in {current}")
+        if parent is None or parent.column(fk.parent_column) is None:
+            raise LookupError(f"no column '{fk.parent_column}' in {fk.parent}")
+        hops.append(fk)
+        current = fk.parent
+    return hops
+
+
+# --- binding ----------------------------------------------------------------
+
+@dataclass
+class Binding:
+    """The policy bound to the live schema: what the planner needs, all checked."""
+
+    config: Config
+    catalog: Catalog
+    strategies: dict[str, dict[str, Strategy]] = field(default_factory=dict)   # rule -> column -> strategy
+    warnings: list[str] = field(default_factory=list)
+
+    def parent_action(self, fk: ForeignKey) -> str:
+        tc = self.config.model.tables.get(fk.child)
+        if tc is None:
+            return "block"
+        if isinstance(tc.on_parent_delete, str):
+            return tc.on_parent_delete
+        return tc.on_parent_delete.get(fk.column, "block")
+
+    def subject_override(self, table_key: str) -> list[str] | None:
+        tc = self.config.model.tables.get(table_key)
+        return tc.subject_path if tc else None
+
+
+def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys: bool = True) -> Binding:
+    """Check the policy against the reflected schema; raise ConfigErrors listing every problem."""
+    b = Binding(config, catalog)
+    errors: list[ConfigError] = []
+    model = config.model
+
+    def err(msg: str, where: str, key: str) -> None:
+        errors.append(config.error(msg, where, key))
+
+    def table(ref: str, where: str, key: str = "table") -> BoundTable | None:
+        bound = catalog.get(ref)
+        if bound is None:
+            db = split_table(ref)[0]
+            names = sorted(k.split(".", 1)[1] for k in catalog.tables if k.startswith(db + "."))
+            err(f"table '{ref}' does not exist (tables in {db}: {', '.join(names) or 'none'})", where, key)
+        return bound
+
+    def column(bound: BoundTable, name: str, where: str, key: str) -> sa.Column | None:
+        col = bound.column(name)
+        if col is None:
+            err(f"column '{name}' does not exist in {bound.key} "
+                f"(columns: {', '.join(c.name for c in bound.table.columns)})", where, key)
+        return col
+
+    def where_columns(bound: BoundTable, where_map: Mapping, where: str, key: str) -> None:
+        for name in where_map:
+            column(bound, name, where, f"{key}.{name}")
+
+    def clock(bound: BoundTable, path: str, where: str, key: str = "clock") -> None:
+        try:
+            cp = resolve_column_path(catalog, bound.key, path)
+        except LookupError as e:
+            err(str(e), where, key)
+            return
+        col = catalog.tables[cp.target_table].table.c[cp.column]
+        if not is_temporal(col):
+            err(f"'{path}' is a {col.type} column; a clock must be a date or timestamp", where, key)
+
+    for name, subj in model.subjects.items():
+        bound = table(subj.table, f"[subjects.{name}]")
+        if bound is not None:
+            column(bound, subj.key, f"[subjects.{name}]", "key")
+
+    for ref, tc in model.tables.items():
+        where = f'[tables."{ref}"]'
+        bound = table(ref, where)
+        if bound is None:
+            continue
+        if isinstance(tc.on_parent_delete, Mapping):
+            fk_cols = {fk.column for fk in catalog.parents_of(ref)}
+            for col_name in tc.on_parent_delete:
+                if col_name not in fk_cols:
+                    err(f"'{col_name}' is not a foreign-key column of {ref} (foreign keys: "
+                        f"{', '.join(sorted(fk_cols)) or 'none'})", where, f"on_parent_delete.{col_name}")
+        for fk in catalog.parents_of(ref):
+            if b.parent_action(fk) == "detach" and not fk.nullable:
+                err(f"cannot detach: {fk.child}.{fk.column} is NOT NULL; use 'delete' or 'block'",
+                    where, "on_parent_delete")
+        if tc.subject_path is not None:
+            try:
+                _explicit_hops(catalog, ref, tc.subject_path)
+            except LookupError as e:
+                err(str(e), where, "subject_path")
+
+    for rule in model.rules:
+        where = f"rule '{rule.name}'"
+        bound = table(rule.table, where)
+        if bound is None:
+            continue
+        if bound.pk is None:
+            err(f"{rule.table} needs a single-column primary key for batching", where, "table")
+        clock(bound, rule.clock, where)
+        where_columns(bound, rule.where, where, "where")
+        if rule.action == "restrict":
+            column(bound, rule.restrict_column, where, "restrict_column")
+        if rule.mark:
+            column(bound, rule.mark, where, "mark")
+        if rule.action == "delete":
+            _check_cycles(b, bound.key, where, err)
+        strategies: dict[str, Strategy] = {}
+        for col_name, spec in rule.columns.items():
+            if column(bound, col_name, where, f"columns.{col_name}") is None:
+                continue
+            try:
+                strat = build(spec)
+                if need_keys:
+                    strat.bind(env)
+            except StrategyParamError as e:
+                err(e.message, where, f"columns.{col_name}" + (f".{e.key}" if e.key != "strategy" else ""))
+                continue
+            for problem in strat.conflicts(column_info(bound.table, col_name)):
+                err(problem, where, f"columns.{col_name}")
+            strategies[col_name] = strat
+        if rule.check is not None:
+            for qi in rule.check.quasi_identifiers:
+                column(bound, qi, where, "check.quasi_identifiers")
+        b.strategies[rule.name] = strategies
+
+    for hold in model.holds:
+        where = f"hold '{hold.name}'"
+        bound = table(hold.table, where)
+        if bound is not None:
+            column(bound, hold.subject_column, where, "subject_column")
+            where_columns(bound, hold.active_where, where, "active_where")
+
+    for floor in model.floors:
+        where = f"floor '{floor.name}'"
+        bound = table(floor.table, where)
+        if bound is None:
+            continue
+        clock(bound, floor.clock, where)
+        where_columns(bound, floor.where, where, "where")
+        for col_name in floor.columns or []:
+            column(bound, col_name, where, "columns")
+
+    if errors:
+        raise ConfigErrors(errors)
+    return b
+
+
+def _check_cycles(b: Binding, start: str, where: str, err) -> None:
+    """A delete that cascades around a foreign-key cycle has no safe order: refuse it."""
+
+    def walk(key: str, path: tuple[str, ...]) -> None:
+        for fk in b.catalog.children_of(key):
+            if b.parent_action(fk) != "delete":
+                continue
+            if fk.child in path:
+                err(f"deleting cascades around a foreign-key cycle ({' -> '.join(path + (fk.child,))}); "
+                    f"set on_parent_delete = \"detach\" or \"block\" for {fk.child}", where, "table")
+                continue
+            walk(fk.child, path + (fk.child,))
+
+    walk(start, (start,))
