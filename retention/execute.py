@@ -99,6 +99,7 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)
                      if counts.get(i)]
     out.touch = count_touch(conn, plan, opts)
+    out.unchanged = out.due - out.protected_total - out.touch
     if rule.action == "delete" and plan.cascade:
         count_cascades(conn, plan, plan.cascade, (t, plan.work), out.cascades)
     if rule.action == "anonymize":
@@ -153,6 +154,12 @@ def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
 # --- executing ------------------------------------------------------------------
 
 def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
+    """Trip the guard when the rule would touch more than ``max_rows`` or ``max_fraction``.
+
+    A tripped rule touches nothing, in a dry run as in a run, so both report 0
+    touched and ``guard.rows`` says how many it would have touched.
+    """
+    out.guard.rows = out.touch
     limit_rows = plan.max_rows
     over = limit_rows is not None and out.touch > limit_rows
     if out.guard.table_rows and out.touch > plan.max_fraction * out.guard.table_rows:
@@ -161,6 +168,8 @@ def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
         out.guard.state = "allowed" if allow_large else "tripped"
         if not allow_large:
             out.status = "guard_tripped"
+            out.touch = 0
+            out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
 
 
 def execute_rule(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContext,

@@ -35,7 +35,7 @@ def make_report(*, dry_run: bool = True, show_sql: bool = False, rules: list[Rul
                 statements=["DELETE FROM orders WHERE completed_at < :cutoff"]),
             RuleOutcome(
                 rule="access-logs", action="delete", table="shop.access_logs", status="guard_tripped",
-                due=95000, touch=0, guard=Guard("tripped", max_rows=None, max_fraction=0.9, table_rows=100000),
+                due=95000, touch=0, guard=Guard("tripped", max_rows=None, max_fraction=0.9, table_rows=100000, rows=95000),
                 oldest_clock=datetime(2024, 1, 1, tzinfo=timezone.utc),
                 statements=["DELETE FROM access_logs WHERE created_at < :cutoff"]),
             RuleOutcome(
@@ -169,7 +169,7 @@ def test_text_exit_line_for_guard_only_and_success():
 
 def test_text_allowed_guard_is_reported_but_not_an_error():
     rule = RuleOutcome(rule="purge-abandoned", action="delete", table="shop.tmp", due=10, touch=10,
-                       guard=Guard("allowed", max_rows=5, max_fraction=None, table_rows=10))
+                       guard=Guard("allowed", max_rows=5, max_fraction=None, table_rows=10, rows=10))
     out = render_text(make_report(rules=[rule], dry_run=False))
     assert "allowed by --allow-large" in out and "max_rows 5" in out
     assert out.splitlines()[-1] == "exit 0: success"
@@ -224,7 +224,7 @@ def test_json_round_trips_with_documented_keys():
                                     "via": "reviews.order_id -> orders", "rows": 17}
     assert first["oldest_clock"] == "2019-03-14T08:30:00+00:00"
     assert doc["rules"][1]["guard"] == {"state": "tripped", "max_rows": None, "max_fraction": 0.9,
-                                        "table_rows": 100000}
+                                        "table_rows": 100000, "rows": 95000}
 
 
 def test_json_is_stable_and_masks_credentials():

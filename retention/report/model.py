@@ -27,6 +27,11 @@ class Protection:
     name: str
     rows: int
 
+    @property
+    def action(self) -> str:
+        """What the protector does to the rule: ``keep`` (hold, floor) or ``block`` (children)."""
+        return "block" if self.kind == "children" else "keep"
+
 
 @dataclass
 class Cascade:
@@ -44,6 +49,7 @@ class Guard:
     max_rows: int | None = None
     max_fraction: float | None = None
     table_rows: int = 0
+    rows: int = 0                     # rows the rule would touch, which the limits were checked against
 
 
 @dataclass
@@ -55,7 +61,8 @@ class RuleOutcome:
     status: str = "ok"                # ok | failed | guard_tripped
     due: int = 0                      # rows whose clock and conditions make them due
     protected: list[Protection] = field(default_factory=list)
-    touch: int = 0                    # would touch (dry run) / touched (run)
+    touch: int = 0                    # would touch (dry run) / touched (run); 0 when a guard trips
+    unchanged: int = 0                # due and unprotected, but already done (restricted, marked, anonymized)
     cascades: list[Cascade] = field(default_factory=list)
     oldest_clock: datetime | None = None
     forecast: dict[str, int] = field(default_factory=dict)

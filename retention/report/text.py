@@ -122,7 +122,7 @@ def describe_forecast(rule: RuleOutcome) -> str | None:
 
 def guard_rows(rule: RuleOutcome) -> int:
     """Rows the guard weighed: what the rule touches, or would have had it not tripped."""
-    return max(rule.touch, rule.due - rule.protected_total)
+    return rule.guard.rows
 
 
 def describe_guard(rule: RuleOutcome) -> str | None:
