@@ -8,10 +8,13 @@ Accepted forms (case-insensitive, may be combined: ``"1y6mo"``)::
 ``"3m"`` is rejected as ambiguous (months or minutes?).
 
 Years and months are calendar units.  A period *ends* at the first instant
-``t`` for which ``t - period`` reaches the clock; subtracting months clamps to
-the end of a shorter month.  So a 3-year period that starts 2023-02-28 ends
-2026-02-28, and one that starts on the leap day 2024-02-29 ends 2027-03-01
-(2027-02-28 minus 3 years is 2024-02-28, still before the leap day).
+``t`` for which ``t - period`` reaches the clock.  Subtracting months keeps
+the day of the month; where the shorter month has no such day, the result is
+the end of that month (the first instant of the next one), which keeps the
+subtraction monotonic: a row that is due never becomes "not due" an hour
+later.  So a 3-year period that starts 2023-02-28 ends 2026-02-28, and one
+that starts on the leap day 2024-02-29 ends 2027-03-01 (2027-02-28 minus
+3 years is 2024-02-28, still before the leap day).
 
 The job only ever subtracts: "due" means ``clock <= now - after`` and
 "protected" means ``clock > now - keep``, so the database gets one bound
@@ -84,38 +87,46 @@ class Duration:
         return subtract_months(moment, self.months) - timedelta(days=self.days, seconds=self.seconds)
 
     def after(self, moment: datetime) -> datetime:
-        """``moment + self`` on the calendar: the first instant whose ``before`` reaches ``moment``.
+        """``moment + self``: the first instant ``t`` with ``self.before(t) >= moment``.
 
-        Used only for display (e.g. "protected until"); decisions use :meth:`before`.
+        Used for display (e.g. "protected until"); decisions use :meth:`before`.
         """
+        step = timedelta(days=self.days, seconds=self.seconds)
         if not self.months:
-            return moment + timedelta(days=self.days, seconds=self.seconds)
-        candidate = add_months(moment, self.months) + timedelta(days=self.days, seconds=self.seconds)
-        # add_months clamps; when the clamp moved the day back, the period ends
-        # on the first day of the next month (see module docstring).
-        if self.before(candidate) < moment:
-            candidate = _first_of_next_month(add_months(moment, self.months)) + timedelta(
-                days=self.days, seconds=self.seconds)
-        return candidate
+            return moment + step
+        # before() is monotonic, so search around the naive guess (months differ by <= 3 days)
+        guess = _shift_months(moment, self.months) + step
+        lo, hi = guess - timedelta(days=8), guess + timedelta(days=8)
+        one = timedelta(microseconds=1)
+        while hi - lo > one:
+            mid = lo + (hi - lo) // 2
+            if self.before(mid) >= moment:
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
 
-def add_months(moment: datetime, months: int) -> datetime:
-    return subtract_months(moment, -months)
-
-
-def subtract_months(moment: datetime, months: int) -> datetime:
-    if not months:
-        return moment
-    index = moment.year * 12 + (moment.month - 1) - months
+def _shift_months(moment: datetime, months: int) -> datetime:
+    """Move by whole months keeping the day, clamped to the month's last day (a guess only)."""
+    index = moment.year * 12 + (moment.month - 1) + months
     year, month0 = divmod(index, 12)
     last = calendar.monthrange(year, month0 + 1)[1]
     return moment.replace(year=year, month=month0 + 1, day=min(moment.day, last))
 
 
-def _first_of_next_month(moment: datetime) -> datetime:
-    index = moment.year * 12 + moment.month  # next month, 0-based
+def subtract_months(moment: datetime, months: int) -> datetime:
+    """``moment`` minus whole months; a day the target month lacks becomes that month's end."""
+    if not months:
+        return moment
+    index = moment.year * 12 + (moment.month - 1) - months
     year, month0 = divmod(index, 12)
-    return moment.replace(year=year, month=month0 + 1, day=1)
+    last = calendar.monthrange(year, month0 + 1)[1]
+    if moment.day <= last:
+        return moment.replace(year=year, month=month0 + 1)
+    # the end of the shorter month is the first instant of the next one
+    year, month0 = divmod(index + 1, 12)
+    return moment.replace(year=year, month=month0 + 1, day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 class DurationError(ValueError):
