@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ConfigErrors
 from retention.execute import ExecOptions, execute_rule
-from retention.log import mask_url
+from retention.log import configure_logging, mask_url
 from retention.plan import RulePlan, build_plans
 from retention.report.model import Report
 from retention.schema import Binding, Catalog, bind, make_engine
@@ -53,6 +53,8 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
                  now: datetime | None = None, need_keys: bool = True) -> Session:
     """Load, validate and bind a policy file; raise ConfigError on any problem."""
     env = os.environ if env is None else env
+    if not structlog.is_configured():
+        configure_logging(None)      # library use: logs still go to stderr, never stdout
     config = load_config(config_path, env=env)
     engines = {}
     try:

@@ -185,10 +185,11 @@ def execute_rule(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeCo
         if opts.show_sql:
             out.statements = statements(engine, plan, opts)
         if not opts.dry_run and out.status == "ok":
-            touched, cascades, batches = _enforce(engine, plan, settings, ctx, opts)
-            out.touch, out.batches = touched, batches
+            # from here on the outcome says what was committed, batch by batch, even if a later batch fails
+            out.touch, out.batches = 0, 0
             if plan.cascade:
-                out.cascades = cascades
+                out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
+            _enforce(engine, plan, settings, ctx, opts, out)
     except (SQLAlchemyError, RetentionError) as e:
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
@@ -211,24 +212,28 @@ def describe_error(e: Exception) -> str:
 
 
 def _enforce(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContext,
-             opts: ExecOptions) -> tuple[int, list[Cascade], int]:
+             opts: ExecOptions, out: RuleOutcome) -> None:
+    """Run the batches, adding each committed batch's counts to ``out``."""
     size = settings.batch_size
     if plan.cascade and plan.impl.max_bind_params:
         size = min(size, plan.impl.max_bind_params)
-    touched, batches = 0, 0
-    cascaded: dict[tuple[str, str, str], int] = {}
-    for step_key in _walk(plan.cascade):
-        cascaded[step_key] = 0
+    by_step = {(c.table, c.action, c.via): c for c in out.cascades}
     lo = None
     while True:
         t0 = time.monotonic()
+        cascaded = {key: 0 for key in _walk(plan.cascade)}
         with engine.begin() as conn:
             plan.impl.apply_timeouts(conn, settings.lock_timeout, settings.statement_timeout)
             hi = _next_bound(conn, plan, plan.work, lo, size)
             if hi is None:
                 break
-            touched += _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded)
-        batches += 1
+            touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded)
+        # committed: only now does the batch count
+        out.touch += touched
+        out.batches += 1
+        for key, n in cascaded.items():
+            if key in by_step:
+                by_step[key].rows += n
         lo = hi
         elapsed = time.monotonic() - t0
         # keep each transaction under max_batch_seconds: shrink fast, grow back slowly
@@ -237,7 +242,6 @@ def _enforce(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContex
         elif elapsed < settings.max_batch_seconds / 4 and size < settings.batch_size:
             size = min(settings.batch_size, size + max(1, size // 4))
         log.debug("batch", rule=plan.rule.name, lo=lo, hi=hi, size=size, seconds=round(elapsed, 3))
-    return touched, [Cascade(table=k[0], action=k[1], via=k[2], rows=n) for k, n in cascaded.items()], batches
 
 
 def _walk(steps) -> Iterator[tuple[str, str, str]]:

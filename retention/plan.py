@@ -132,7 +132,8 @@ class Planner:
         cond = aliases[0].c[hops[0].parent_column] == base.c[hops[0].column]
         for i in range(1, len(hops)):
             cond = sa.and_(cond, aliases[i].c[hops[i].parent_column] == aliases[i - 1].c[hops[i].column])
-        return sa.select(aliases[-1].c[column]).where(cond).scalar_subquery()
+        # correlate explicitly: this subquery may sit inside an EXISTS, two levels below ``base``
+        return sa.select(aliases[-1].c[column]).where(cond).correlate(base).scalar_subquery()
 
     def clock(self, base: sa.FromClause, cp: ColumnPath) -> tuple[sa.ColumnElement, sa.types.TypeEngine]:
         col_type = self.catalog.tables[cp.target_table].table.c[cp.column].type
@@ -202,7 +203,7 @@ class Planner:
                 key_expr = base.c[key]
             h = register.alias()
             preds.append(sa.exists().where(h.c[hold.subject_column] == key_expr,
-                                           self.conditions(h, hold.active_where)))
+                                           self.conditions(h, hold.active_where)).correlate(base))
         return sa.or_(*preds) if preds else None
 
     def floor_active(self, floor: FloorConfig, base: sa.FromClause) -> sa.ColumnElement:
@@ -241,12 +242,12 @@ class Planner:
             link = child.c[fk.column] == base.c[fk.parent_column]
             action = self.b.parent_action(fk)
             if action == "block":
-                add("children", fk.child, sa.exists().where(link))
+                add("children", fk.child, sa.exists().where(link).correlate(base))
                 continue
             inner = (self.delete_protectors(fk.child, child) if action == "delete"
                      else self.direct_protectors(fk.child, child, whole_row=True))
             for p in inner:
-                add(p.kind, p.name, sa.exists().where(link, p.predicate))
+                add(p.kind, p.name, sa.exists().where(link, p.predicate).correlate(base))
         return [Protector(k, n, sa.or_(*found[(k, n)])) for k, n in order if (k, n) in found]
 
     def cascade(self, table_key: str) -> tuple[CascadeStep, ...]:

@@ -84,10 +84,11 @@ class Catalog:
         return self.tables.get(key)
 
     def children_of(self, key: str) -> list[ForeignKey]:
-        return [fk for fk in self.fks if fk.parent == key]
+        """Foreign keys that point at ``key``, in (child table, column) order: reports stay stable."""
+        return sorted((fk for fk in self.fks if fk.parent == key), key=lambda fk: (fk.child, fk.column))
 
     def parents_of(self, key: str) -> list[ForeignKey]:
-        return [fk for fk in self.fks if fk.child == key]
+        return sorted((fk for fk in self.fks if fk.child == key), key=lambda fk: (fk.parent, fk.column))
 
 
 def make_engine(url: str) -> Engine:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import ClassVar
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention.durations import Duration
 
@@ -36,6 +39,10 @@ class DialectImpl:
     supports_statement_timeout: ClassVar[bool] = False
     #: naive datetimes are stored as text and compared as text
     datetimes_as_text: ClassVar[bool] = False
+    #: SELECT ... FOR UPDATE locks the rows read (SQLite locks the whole file on write instead)
+    supports_for_update: ClassVar[bool] = False
+    #: most bound parameters one statement may carry (None: no practical limit)
+    max_bind_params: ClassVar[int | None] = None
 
     def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,
                        statement_timeout: Duration | None) -> None:
@@ -44,6 +51,36 @@ class DialectImpl:
     def engine_options(self) -> dict:
         """Extra keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
+
+    # -- building blocks for anonymization (retention.anonymize) -----------
+    # Each returns a Core expression, or None when this engine can't express it
+    # and the strategy must run in Python. NULL in gives NULL out.
+
+    def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
+        """``text`` repeated ``count`` times ('' for count <= 0)."""
+        return sa.func.repeat(text, count, type_=sa.String)
+
+    def last_position(self, col: ColumnElement, char: str) -> ColumnElement | None:
+        """1-based position of the last ``char`` in ``col``; 0 when absent."""
+        # rtrim strips trailing characters that are in the set "col without char",
+        # so it stops right after the last char: portable, no reverse() needed.
+        return sa.func.length(sa.func.rtrim(col, sa.func.replace(col, sa.literal(char, sa.String), "")))
+
+    def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
+        """``col`` floored to a multiple of ``step``, exactly; integer columns only here."""
+        if not isinstance(col.type, sa.Integer) or step != step.to_integral_value():
+            return None
+        s = sa.literal(int(step), col.type)
+        # % truncates toward zero in SQL; adding s and taking % again gives a floor for negatives
+        return col - ((col % s) + s) % s
+
+    def truncate_datetime(self, col: ColumnElement, unit: str) -> ColumnElement | None:
+        """A DATE/TIMESTAMP ``col`` cut to the start of its year, month or day, same type."""
+        return None
+
+    def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
+        """True when ``col`` is ``prefix`` followed by exactly ``length`` lowercase hex digits."""
+        return None
 
 
 def duration_ms(d: Duration) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import ClassVar
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import DialectImpl, duration_ms, register
 from retention.durations import Duration
@@ -15,6 +18,8 @@ class PostgreSQLImpl(DialectImpl):
     name: ClassVar[str] = "postgresql"
     supports_lock_timeout = True
     supports_statement_timeout = True
+    supports_for_update = True
+    max_bind_params = 30000   # psycopg sends at most 65535 parameters
 
     def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,
                        statement_timeout: Duration | None) -> None:
@@ -23,3 +28,22 @@ class PostgreSQLImpl(DialectImpl):
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(duration_ms(lock_timeout))}")
         if statement_timeout is not None:
             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(duration_ms(statement_timeout))}")
+
+    def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
+        # numeric % is exact here, so NUMERIC columns floor exactly too (not floats:
+        # their Python path needs care with binary rounding that SQL can't mirror)
+        t = col.type
+        if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float) and t.asdecimal:
+            s = sa.literal(step, sa.Numeric())
+            return sa.cast(col - ((col % s) + s) % s, t)
+        return super().floor_to_multiple(col, step)
+
+    def truncate_datetime(self, col: ColumnElement, unit: str) -> ColumnElement | None:
+        # date_trunc works in the session time zone, as the Python path does with
+        # the zone-aware values psycopg returns; the cast keeps DATE a DATE
+        if isinstance(col.type, (sa.Date, sa.DateTime)):
+            return sa.cast(sa.func.date_trunc(sa.literal(unit, sa.Text), col), col.type)
+        return None
+
+    def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
+        return col.op("~", is_comparison=True)(sa.literal(f"^{prefix}[0-9a-f]{{{length}}}$", sa.Text))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import ClassVar
 
+import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import DialectImpl, duration_ms, register
 from retention.durations import Duration
@@ -17,11 +21,38 @@ class SQLiteImpl(DialectImpl):
     supports_lock_timeout = True      # as the busy timeout
     supports_statement_timeout = False
     datetimes_as_text = True
+    max_bind_params = 30000   # SQLite >= 3.32 allows 32766 per statement
 
     def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,
                        statement_timeout: Duration | None) -> None:
         if lock_timeout is not None:
             conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(duration_ms(lock_timeout))}")
+
+    def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
+        # SQLite has no repeat(): zeroblob(n) is n zero bytes, hex() makes that "00" n times
+        return sa.func.replace(sa.func.hex(sa.func.zeroblob(count)), "00", text, type_=sa.String)
+
+    def truncate_datetime(self, col: ColumnElement, unit: str) -> ColumnElement | None:
+        # Dates live here as ISO text. Rather than hard-code SQLAlchemy's storage
+        # format, ask the column type how it writes the first instant of a period:
+        # the SQL result must be the very text the Python path would store.
+        if isinstance(col.type, sa.DateTime):
+            sample = datetime(2000, 1, 1)
+        elif isinstance(col.type, sa.Date):
+            sample = date(2000, 1, 1)
+        else:
+            return None
+        dialect = sqlite_dialect.dialect()
+        process = col.type.dialect_impl(dialect).bind_processor(dialect)
+        text = process(sample) if process else None
+        if not isinstance(text, str) or not text.startswith("2000-01-01"):
+            return None
+        keep = {"year": 4, "month": 7, "day": 10}[unit]
+        return sa.func.substr(col, 1, keep, type_=sa.String).concat(sa.literal(text[keep:], sa.String))
+
+    def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
+        # GLOB is case-sensitive and, without '*', matches the whole string: exact length
+        return col.op("GLOB", is_comparison=True)(sa.literal(prefix + "[0-9a-f]" * length, sa.String))
 
 
 def enable_foreign_keys(engine) -> None:
