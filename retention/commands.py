@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ConfigErrors
-from retention.execute import ExecOptions, execute_rule
+from retention.execute import ExecOptions, describe_error, execute_rule
 from retention.log import configure_logging, mask_url
 from retention.plan import RulePlan, build_plans
 from retention.report.model import Report
@@ -100,15 +102,14 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
 
 
 def _compile_check(s: Session, p: RulePlan) -> None:
-    import sqlalchemy as sa
     engine = s.engines[p.table.db]
     try:
         with engine.connect() as conn:
-            # EXPLAIN-free dry compile and execution of a zero-row query proves where_sql is valid SQL
-            conn.execute(sa.select(sa.func.count()).select_from(p.table.table).where(p.work, sa.false()))
+            # the database prepares the rule's full predicate but returns no row (LIMIT 0):
+            # a where_sql typo or a clock path the engine rejects shows here, before anything runs
+            conn.execute(sa.select(p.pk).where(p.work).limit(0)).all()
             conn.rollback()
-    except Exception as e:
-        from retention.execute import describe_error
+    except SQLAlchemyError as e:
         raise ConfigErrors([s.config.error(f"the rule's SQL does not run: {describe_error(e)}",
                                            f"rule '{p.rule.name}'", "where_sql" if p.rule.where_sql else "table")])
 
@@ -142,7 +143,10 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
                                show_sql=show_sql, batch_size=s.config.settings.batch_size)
             log.info("start", mode="dry-run" if dry_run else "run", config=s.config.path,
                      sha256=s.config.sha256[:12], now=s.ctx.now.isoformat())
-            for plan in build_plans(s.binding, s.ctx, selected):
+            plans = build_plans(s.binding, s.ctx, selected)
+            for p in plans:          # every rule's SQL is proven before the first one runs
+                _compile_check(s, p)
+            for plan in plans:
                 report.rules.append(execute_rule(s.engines[plan.table.db], plan, s.config.settings, s.ctx, opts))
             report.finished_at = utcnow()
             log.info("finish", exit_code=report.exit_code, rules=len(report.rules))
