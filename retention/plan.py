@@ -81,7 +81,8 @@ class RulePlan:
     conditions: sa.ColumnElement = sa.true()
     max_rows: int | None = None
     max_fraction: float = 0.9
-    now_value: object = None
+    #: all protectors in one predicate (for deletes, built edge by edge; see Planner.delete_protected)
+    any_protector: sa.ColumnElement | None = None
 
     @property
     def pk(self) -> sa.Column:
@@ -89,6 +90,8 @@ class RulePlan:
 
     @property
     def protected(self) -> sa.ColumnElement:
+        if self.any_protector is not None:
+            return self.any_protector
         if not self.protectors:
             return sa.false()
         return sa.or_(*(p.predicate for p in self.protectors))
@@ -143,28 +146,28 @@ class Planner:
         return sa.bindparam(None, self.ctx.moment_for(col_type, moment), type_=col_type)
 
     def conditions(self, base: sa.FromClause, where: Mapping[str, Condition]) -> sa.ColumnElement:
+        """A structured ``where`` as SQL that is never NULL (so it can be negated safely).
+
+        A comparison with a NULL column is false; ``ne`` and ``not_in`` match NULL.
+        """
         parts = []
         for name, cond in where.items():
             col = base.c[name]
             val = lambda v: self._value(col, v)  # noqa: E731
+            present = col.is_not(None)
             if cond.eq is not None:
-                parts.append(col == val(cond.eq))
+                parts.append(sa.and_(present, col == val(cond.eq)))
             if cond.ne is not None:
-                parts.append(sa.or_(col != val(cond.ne), col.is_(None)))
-            if cond.lt is not None:
-                parts.append(col < val(cond.lt))
-            if cond.le is not None:
-                parts.append(col <= val(cond.le))
-            if cond.gt is not None:
-                parts.append(col > val(cond.gt))
-            if cond.ge is not None:
-                parts.append(col >= val(cond.ge))
+                parts.append(sa.or_(col.is_(None), col != val(cond.ne)))
+            for op, value in (("lt", cond.lt), ("le", cond.le), ("gt", cond.gt), ("ge", cond.ge)):
+                if value is not None:
+                    parts.append(sa.and_(present, getattr(col, f"__{op}__")(val(value))))
             if cond.is_null is not None:
-                parts.append(col.is_(None) if cond.is_null else col.is_not(None))
+                parts.append(col.is_(None) if cond.is_null else present)
             if cond.in_ is not None:
-                parts.append(col.in_([val(v) for v in cond.in_]))
+                parts.append(sa.and_(present, col.in_([val(v) for v in cond.in_])))
             if cond.not_in is not None:
-                parts.append(sa.or_(col.not_in([val(v) for v in cond.not_in]), col.is_(None)))
+                parts.append(sa.or_(col.is_(None), col.not_in([val(v) for v in cond.not_in])))
         return sa.and_(sa.true(), *parts)
 
     def _value(self, col: sa.ColumnElement, v):
@@ -210,7 +213,8 @@ class Planner:
         """The floor still protects the row: ``clock + keep > now``. A NULL clock has not started it."""
         cp = resolve_column_path(self.catalog, floor.table, floor.clock)
         expr, col_type = self.clock(base, cp)
-        return sa.and_(expr > self.bound_moment(col_type, self.ctx.cutoff(floor.keep)),
+        # IS NOT NULL keeps the predicate two-valued: NOT(floor_active) must be true for a NULL clock
+        return sa.and_(expr.is_not(None), expr > self.bound_moment(col_type, self.ctx.cutoff(floor.keep)),
                        self.conditions(base, floor.where))
 
     def direct_protectors(self, table_key: str, base: sa.FromClause, *, whole_row: bool) -> list[Protector]:
@@ -250,6 +254,30 @@ class Planner:
                 add(p.kind, p.name, sa.exists().where(link, p.predicate).correlate(base))
         return [Protector(k, n, sa.or_(*found[(k, n)])) for k, n in order if (k, n) in found]
 
+    def delete_protected(self, table_key: str, base: sa.FromClause) -> sa.ColumnElement:
+        """Any protector at all, looking through the cascade: one EXISTS per child edge.
+
+        Equivalent to OR-ing :meth:`delete_protectors`, but linear in the size of
+        the foreign-key tree instead of protectors x tree, which keeps the
+        statements that run every batch small for the planner.
+        """
+        preds = [p.predicate for p in self.direct_protectors(table_key, base, whole_row=True)]
+        for fk in self.catalog.children_of(table_key):
+            child = self.catalog.tables[fk.child].table.alias()
+            link = child.c[fk.column] == base.c[fk.parent_column]
+            action = self.b.parent_action(fk)
+            if action == "block":
+                preds.append(sa.exists().where(link).correlate(base))
+                continue
+            if action == "delete":
+                inner = self.delete_protected(fk.child, child)
+            else:
+                direct = self.direct_protectors(fk.child, child, whole_row=True)
+                inner = sa.or_(*(p.predicate for p in direct)) if direct else None
+            if inner is not None:
+                preds.append(sa.exists().where(link, inner).correlate(base))
+        return sa.or_(*preds) if preds else sa.false()
+
     def cascade(self, table_key: str) -> tuple[CascadeStep, ...]:
         steps = []
         for fk in self.catalog.children_of(table_key):
@@ -272,8 +300,10 @@ class Planner:
         if rule.where_sql:
             conditions = sa.and_(conditions, self.where_sql(rule))
         due = sa.and_(clock <= self.bound_moment(clock_type, self.ctx.cutoff(rule.after)), conditions)
+        any_protector = None
         if rule.action == "delete":
             protectors = self.delete_protectors(rule.table, t)
+            any_protector = self.delete_protected(rule.table, t) if protectors else None
             cascade = self.cascade(rule.table)
         else:
             protectors = self.direct_protectors(rule.table, t, whole_row=False)
@@ -285,7 +315,7 @@ class Planner:
             cascade=cascade, clock=clock, clock_type=clock_type, forecast=forecast, conditions=conditions,
             max_rows=rule.max_rows if rule.max_rows is not None else settings.max_rows,
             max_fraction=rule.max_fraction if rule.max_fraction is not None else settings.max_fraction,
-            now_value=None,
+            any_protector=any_protector,
         )
         if rule.action == "anonymize":
             variants = self._variants(rule, t, protectors)

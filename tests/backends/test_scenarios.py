@@ -449,3 +449,32 @@ def test_a_second_run_touches_nothing(shop):
     snapshot = shop.dump()
     assert outcome(shop.run(policy2, now=NOW), "anon-no-mark").touch == 0
     assert shop.dump() == snapshot
+
+
+def test_a_null_floor_clock_neither_protects_nor_hides_the_row(shop):
+    # a cancelled order never completes: the floor never starts, and the rule still reaches it
+    shop.user(1)
+    shop.insert("orders", dict(id=1, user_id=1, completed_at=None, total=5, buyer_name="Ada", shipping="Road"),
+                dict(id=2, user_id=1, completed_at=datetime(2026, 1, 1), total=5, buyer_name="Ada", shipping="Road"))
+    policy = shop.policy("""
+    [[floors]]
+    name = "ecommerce-law-3y"
+    table = "shop.orders"
+    clock = "completed_at"
+    keep = "3y"
+    columns = ["buyer_name"]
+
+    [[rules]]
+    name = "orders-anonymize"
+    table = "shop.orders"
+    clock = "id_clock_is_not_used"
+    after = "0d"
+    action = "anonymize"
+    columns.buyer_name = "null"
+    columns.shipping = "null"
+    max_fraction = 1.0
+    """.replace('clock = "id_clock_is_not_used"', 'clock = "user.created_at"'))
+    out = outcome(shop.run(policy, now=NOW), "orders-anonymize")
+    assert (out.due, out.touch, out.unchanged) == (2, 2, 0)
+    assert {r["id"]: (r["buyer_name"], r["shipping"]) for r in shop.rows("orders")} == {
+        1: (None, None), 2: ("Ada", None)}
