@@ -18,7 +18,6 @@ from sqlalchemy.engine import Engine
 from retention.anonymize import ColumnInfo, Strategy, StrategyParamError, build
 from retention.config import Config, split_table
 from retention.dialects import DialectImpl, impl_for
-from retention.dialects.sqlite import enable_foreign_keys
 from retention.errors import ConfigError, ConfigErrors
 
 PARENT_ACTIONS = ("delete", "detach", "block")
@@ -93,9 +92,8 @@ class Catalog:
 
 def make_engine(url: str) -> Engine:
     """An engine for an application database; SQLite enforces foreign keys."""
-    engine = sa.create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-        enable_foreign_keys(engine)
+    engine = sa.create_engine(url)
+    impl_for(engine).prepare_engine(engine)
     return engine
 
 

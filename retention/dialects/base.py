@@ -52,6 +52,9 @@ class DialectImpl:
         """Extra keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
 
+    def prepare_engine(self, engine: Engine) -> None:
+        """Session settings for every connection the job opens (an engine is the job's own)."""
+
     # -- building blocks for anonymization (retention.anonymize) -----------
     # Each returns a Core expression, or None when this engine can't express it
     # and the strategy must run in Python. NULL in gives NULL out.

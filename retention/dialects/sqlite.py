@@ -55,6 +55,10 @@ class SQLiteImpl(DialectImpl):
         return col.op("GLOB", is_comparison=True)(sa.literal(prefix + "[0-9a-f]" * length, sa.String))
 
 
+    def prepare_engine(self, engine) -> None:
+        enable_foreign_keys(engine)
+
+
 def enable_foreign_keys(engine) -> None:
     """Make SQLite enforce foreign keys on every connection, as the other engines do."""
 
