@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ConfigErrors
-from retention.execute import ExecOptions, describe_error, execute_rule
+from retention.execute import ExecOptions, Simulation, Transactions, describe_error, execute_rule
 from retention.log import configure_logging, mask_url
 from retention.plan import RulePlan, build_plans
 from retention.report.model import Report
@@ -127,32 +127,68 @@ def _select_rules(config: Config, only: list[str] | None) -> list[str] | None:
 
 def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str] | None = None,
         now: datetime | None = None, allow_large: bool = False, show_sql: bool = False,
-        env: Mapping[str, str] | None = None, force_python: bool = False) -> Report:
+        env: Mapping[str, str] | None = None, force_python: bool = False,
+        simulate: bool = False) -> Report:
     """Enforce the policy (or, with ``dry_run``, report what enforcing would do).
 
     A failing rule does not stop the others; the report says which failed and
     ``Report.exit_code`` is what the process should exit with.
+
+    A plain dry run counts each rule against the data as it is: lock-free, but
+    where two rules reach the same rows, the later one's numbers are what it
+    would do alone (the report notes it).  ``simulate=True`` instead runs the
+    whole policy in one transaction per database and rolls it back: exactly a
+    run's numbers, at the price of holding a run's locks until the end.
     """
+    if simulate:
+        dry_run = True
     with open_session(config_path, env=env, now=now) as s:
         structlog.contextvars.bind_contextvars(run_id=s.run_id)
         try:
             selected = _select_rules(s.config, only)
             report = Report(run_id=s.run_id, dry_run=dry_run, now=s.ctx.now, config_path=s.config.path,
                             config_sha256=s.config.sha256, started_at=utcnow(), show_sql=show_sql)
-            opts = ExecOptions(dry_run=dry_run, allow_large=allow_large, force_python=force_python,
+            # a simulation executes for real, inside a transaction that is rolled back
+            opts = ExecOptions(dry_run=dry_run and not simulate, allow_large=allow_large, force_python=force_python,
                                show_sql=show_sql, batch_size=s.config.settings.batch_size)
             log.info("start", mode="dry-run" if dry_run else "run", config=s.config.path,
                      sha256=s.config.sha256[:12], now=s.ctx.now.isoformat())
+            report.simulated = simulate
             plans = build_plans(s.binding, s.ctx, selected)
             for p in plans:          # every rule's SQL is proven before the first one runs
                 _compile_check(s, p)
-            for plan in plans:
-                report.rules.append(execute_rule(s.engines[plan.table.db], plan, s.config.settings, s.ctx, opts))
+            txs = {db: (Simulation(e) if simulate else Transactions(e)) for db, e in s.engines.items()}
+            try:
+                for plan in plans:
+                    outcome = execute_rule(txs[plan.table.db], plan, s.config.settings, s.ctx, opts)
+                    if dry_run and not simulate:
+                        outcome.overlaps = overlaps(plan, plans)
+                    report.rules.append(outcome)
+            finally:
+                for tx in txs.values():
+                    if isinstance(tx, Simulation):
+                        tx.close()
             report.finished_at = utcnow()
             log.info("finish", exit_code=report.exit_code, rules=len(report.rules))
             return report
         finally:
             structlog.contextvars.unbind_contextvars("run_id")
+
+
+def overlaps(plan: RulePlan, plans: list[RulePlan]) -> list[str]:
+    """Earlier rules that change a table this rule reads or acts on (their effects are not in its counts)."""
+    def reach(p: RulePlan) -> set[str]:
+        tables = {p.table.key}
+        stack = list(p.cascade)
+        while stack:
+            step = stack.pop()
+            tables.add(step.fk.child)
+            stack.extend(step.children)
+        return tables
+
+    mine = reach(plan)
+    earlier = plans[:plans.index(plan)]
+    return [p.rule.name for p in earlier if reach(p) & mine]
 
 
 def plan(config_path: str | None = None, **kwargs) -> Report:
@@ -165,13 +201,17 @@ DEMO_HASH_KEY = "retention-demo-key-not-secret"
 
 
 def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime | None = None,
-         seed: int = 7, env: Mapping[str, str] | None = None) -> tuple[dict[str, int], Report]:
+         seed: int = 7, env: Mapping[str, str] | None = None, **plan_options) -> tuple[dict[str, int], Report]:
     """Build the demo shop at ``url`` and return its row counts and the dry-run report.
 
     The policy's ``shop`` database is pointed at ``url`` for this call only.  A
     throwaway hash key is used when ``RETENTION_HASH_KEY`` is not set, so the
-    demo runs on a fresh machine; never rely on it for real data.
+    demo runs on a fresh machine; never rely on it for real data.  The report
+    is a simulation (see :func:`run`): the demo database is the job's own, so
+    holding its locks costs nothing, and the numbers are exactly what
+    ``retention run`` will then do.
     """
+    plan_options.setdefault("simulate", True)
     from retention.demo import create_demo
     env = dict(os.environ if env is None else env)
     env["SHOP_DATABASE_URL"] = url
@@ -180,4 +220,4 @@ def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime |
         env["RETENTION_HASH_KEY"] = DEMO_HASH_KEY
     moment = now or utcnow()
     counts = create_demo(url, now=moment, seed=seed)
-    return counts, plan(config_path, now=moment, env=env)
+    return counts, plan(config_path, now=moment, env=env, **plan_options)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -28,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Settings
 from retention.errors import RetentionError
+from retention.log import Progress, progress
 from retention.plan import CascadeStep, RulePlan, Variant
 from retention.report.model import Cascade, Guard, Protection, RuleOutcome
 from retention.timectx import TimeContext
@@ -42,6 +44,56 @@ class ExecOptions:
     force_python: bool = False     # anonymize in Python even where SQL could (tests compare both)
     show_sql: bool = False
     batch_size: int = 5000         # dry-run scans (anonymize in Python) read this many rows at a time
+
+
+# --- transactions ---------------------------------------------------------------
+
+class Transactions:
+    """Where reads and batches run: their own connection and transaction each (a run)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    @contextmanager
+    def batch(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+
+class Simulation(Transactions):
+    """Everything on one connection inside one transaction that is rolled back at the end.
+
+    Each batch is a savepoint, so a failing batch unwinds as it would in a run,
+    and each rule sees what the earlier rules did: the numbers are exactly a
+    run's.  The price is a long transaction holding every lock a run would
+    take, until the end: use it on a copy, or when the tables are quiet.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.conn = engine.connect()
+        self.outer = self.conn.begin()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        yield self.conn
+
+    @contextmanager
+    def batch(self) -> Iterator[Connection]:
+        with self.conn.begin_nested():
+            yield self.conn
+
+    def close(self) -> None:
+        self.outer.rollback()
+        self.conn.close()
 
 
 # --- counting -----------------------------------------------------------------
@@ -172,15 +224,15 @@ def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
             out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
 
 
-def execute_rule(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContext,
+def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
                  opts: ExecOptions) -> RuleOutcome:
     """Count the rule, check its guard, and (unless dry) enforce it batch by batch."""
     started = time.monotonic()
     rule = plan.rule
+    engine = tx.engine
     try:
-        with engine.connect() as conn:
+        with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
-            conn.rollback()
         guard_state(out, plan, opts.allow_large)
         if opts.show_sql:
             out.statements = statements(engine, plan, opts)
@@ -189,7 +241,8 @@ def execute_rule(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeCo
             out.touch, out.batches = 0, 0
             if plan.cascade:
                 out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
-            _enforce(engine, plan, settings, ctx, opts, out)
+            with progress(out.guard.rows, plan.rule.name) as bar:
+                _enforce(tx, plan, settings, ctx, opts, out, bar)
     except (SQLAlchemyError, RetentionError) as e:
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
@@ -211,8 +264,8 @@ def describe_error(e: Exception) -> str:
     return f"{type(orig).__name__}{f' [{code}]' if code else ''}: {first}"
 
 
-def _enforce(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContext,
-             opts: ExecOptions, out: RuleOutcome) -> None:
+def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
+             opts: ExecOptions, out: RuleOutcome, bar: Progress) -> None:
     """Run the batches, adding each committed batch's counts to ``out``."""
     size = settings.batch_size
     if plan.cascade and plan.impl.max_bind_params:
@@ -222,7 +275,7 @@ def _enforce(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContex
     while True:
         t0 = time.monotonic()
         cascaded = {key: 0 for key in _walk(plan.cascade)}
-        with engine.begin() as conn:
+        with tx.batch() as conn:
             plan.impl.apply_timeouts(conn, settings.lock_timeout, settings.statement_timeout)
             hi = _next_bound(conn, plan, plan.work, lo, size)
             if hi is None:
@@ -230,6 +283,7 @@ def _enforce(engine: Engine, plan: RulePlan, settings: Settings, ctx: TimeContex
             touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded)
         # committed: only now does the batch count
         out.touch += touched
+        bar.advance(touched)
         out.batches += 1
         for key, n in cascaded.items():
             if key in by_step:

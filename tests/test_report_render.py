@@ -210,7 +210,7 @@ def test_text_empty_report():
 
 def test_json_round_trips_with_documented_keys():
     doc = json.loads(render_json(make_report()))
-    assert list(doc) == ["schema_version", "run_id", "mode", "dry_run", "now", "started_at", "finished_at",
+    assert list(doc) == ["schema_version", "run_id", "mode", "dry_run", "simulated", "now", "started_at", "finished_at",
                          "config", "rules", "totals", "exit_code"]
     assert doc["schema_version"] == 1 and doc["mode"] == "dry-run" and doc["exit_code"] == 1
     assert datetime.fromisoformat(doc["now"]) == NOW

@@ -60,10 +60,21 @@ class SQLiteImpl(DialectImpl):
 
 
 def enable_foreign_keys(engine) -> None:
-    """Make SQLite enforce foreign keys on every connection, as the other engines do."""
+    """Make SQLite enforce foreign keys, and let SQLAlchemy, not the driver, begin transactions.
+
+    The sqlite3 module otherwise begins transactions on its own and only before
+    DML: a SAVEPOINT (a simulated run's batch) would then open the transaction
+    itself, and releasing it would commit.  With the driver in autocommit mode
+    and an explicit BEGIN, every transaction is exactly the one we asked for.
+    """
 
     @event.listens_for(engine, "connect")
     def _fk_on(dbapi_conn, _record):  # pragma: no cover - trivial
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # pragma: no cover - trivial
+        conn.exec_driver_sql("BEGIN")

@@ -69,6 +69,9 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
         facts.append(("guard", cell(text)))
     if rule.kept_columns:
         facts.append(("columns a floor keeps", ", ".join(code(c) for c in rule.kept_columns)))
+    if rule.overlaps:
+        facts.append(("counted alone", "in a run, " + ", ".join(code(r) for r in rule.overlaps)
+                      + " act first on the same tables; `--simulate` gives the combined numbers"))
     if not report.dry_run and rule.batches:
         facts.append(("batches", f"{rule.batches} in {rule.duration_seconds:.1f}s"))
     out += [f"- **{label}:** {value}" for label, value in facts]
@@ -94,9 +97,12 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     """Render ``report`` as a GitHub-flavoured markdown document; ends with a newline."""
-    title = "Retention dry run" if report.dry_run else "Retention run"
+    title = ("Retention simulation" if report.simulated else "Retention dry run") if report.dry_run \
+        else "Retention run"
     out = [f"# {title}", ""]
-    if report.dry_run:
+    if report.simulated:
+        out += ["Nothing was changed: the run was executed in a transaction and rolled back.", ""]
+    elif report.dry_run:
         out += ["Nothing was changed: this is what a run would do.", ""]
     out += [f"- **now:** {report.now.isoformat()}",
             f"- **run id:** {code(report.run_id)}",

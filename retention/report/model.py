@@ -69,6 +69,9 @@ class RuleOutcome:
     guard: Guard = field(default_factory=Guard)
     kept_columns: list[str] = field(default_factory=list)   # anonymize: columns a floor kept
     batches: int = 0
+    #: dry run only: earlier rules that change a table this rule reaches; in a run they act first,
+    #: so this rule's numbers may come out lower (``--simulate`` gives the exact combined numbers)
+    overlaps: list[str] = field(default_factory=list)
     error: str | None = None
     duration_seconds: float = 0.0
     statements: list[str] = field(default_factory=list)
@@ -100,6 +103,7 @@ class Report:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     show_sql: bool = False
+    simulated: bool = False           # dry run executed in a rolled-back transaction: exact run numbers
 
     @property
     def exit_code(self) -> int:
@@ -113,8 +117,9 @@ class Report:
         return {
             "schema_version": 1,
             "run_id": self.run_id,
-            "mode": "dry-run" if self.dry_run else "run",
+            "mode": ("simulation" if self.simulated else "dry-run") if self.dry_run else "run",
             "dry_run": self.dry_run,
+            "simulated": self.simulated,
             "now": self.now.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,

@@ -215,6 +215,9 @@ def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
         out.append(("guard", text))
     if rule.kept_columns:
         out.append(("kept", "columns a floor keeps: " + ", ".join(rule.kept_columns)))
+    if rule.overlaps:
+        out.append(("overlaps", "counted alone; run after " + ", ".join(rule.overlaps)
+                    + ", which reach the same tables (--simulate gives the combined numbers)"))
     if not report.dry_run and rule.batches:
         out.append(("batches", f"{rule.batches} in {rule.duration_seconds:.1f}s"))
     if rule.error:
@@ -224,7 +227,12 @@ def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
 
 def render_text(report: Report) -> str:
     """Render ``report`` for a terminal; ends with a newline."""
-    mode = "RETENTION DRY RUN (nothing was changed)" if report.dry_run else "RETENTION RUN"
+    if report.simulated:
+        mode = "RETENTION SIMULATION (run in a transaction that was rolled back: nothing was changed)"
+    elif report.dry_run:
+        mode = "RETENTION DRY RUN (nothing was changed)"
+    else:
+        mode = "RETENTION RUN"
     lines = [mode]
     head = [("now", report.now.isoformat()), ("run id", report.run_id),
             ("config", f"{report.config_path} (sha256 {short_sha(report.config_sha256)})")]

@@ -478,3 +478,41 @@ def test_a_null_floor_clock_neither_protects_nor_hides_the_row(shop):
     assert (out.due, out.touch, out.unchanged) == (2, 2, 0)
     assert {r["id"]: (r["buyer_name"], r["shipping"]) for r in shop.rows("orders")} == {
         1: (None, None), 2: ("Ada", None)}
+
+
+def test_simulation_gives_a_runs_exact_numbers_where_rules_overlap_and_changes_nothing(shop):
+    _cascade_shop(shop)
+    # the second rule reaches rows the first one deletes or detaches
+    policy = shop.policy(CASCADE + """
+    [[rules]]
+    name = "logs"
+    table = "shop.logs"
+    clock = "created_at"
+    after = "90d"
+    action = "delete"
+    max_fraction = 1.0
+
+    [[rules]]
+    name = "closed-restrict"
+    table = "shop.users"
+    clock = "closed_at"
+    after = "0d"
+    action = "restrict"
+    max_fraction = 1.0
+    """)
+    before = shop.dump()
+    plain = shop.run(policy, dry_run=True, now=NOW)
+    simulated = shop.run(policy, simulate=True, now=NOW)
+    assert shop.dump() == before
+    assert simulated.dry_run and simulated.simulated
+    # counted alone, the restrict rule sees the users the delete rule removes first
+    assert outcome(plain, "closed-restrict").overlaps == ["closed-accounts"]
+    assert outcome(plain, "closed-restrict").touch == 3      # users 1, 2, 4 (3 is held)
+    done = shop.run(policy, now=NOW)
+
+    def numbers(report):
+        return [(r.rule, r.due, r.touch, sorted(protected(r).items()), sorted(cascades(r).items()))
+                for r in report.rules]
+
+    assert numbers(simulated) == numbers(done)
+    assert outcome(done, "closed-restrict").touch == 1       # only user 2 is left to restrict
