@@ -8,6 +8,7 @@ policy file or command line, 3 a guard tripped, 4 another run holds the lock.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,9 @@ def _parse_now(value: str | None) -> datetime | None:
 def global_options(f):
     """--config, --only, --now, --log-format: accepted before or after the verb."""
 
-    @click.option("--config", "-c", "config", envvar="RETENTION_CONFIG", default=None,
+    # no envvar here: RETENTION_CONFIG is read once, by the group, so an explicit
+    # --config before the verb is never overridden by the environment
+    @click.option("--config", "-c", "config", default=None,
                   help="Policy file (default ./policies.toml, env RETENTION_CONFIG).")
     @click.option("--only", "only", multiple=True, metavar="RULE", help="Run only this rule (repeatable).")
     @click.option("--now", "now", default=None, metavar="TIME",
@@ -77,10 +80,21 @@ def cli(ctx: click.Context, config, only, now, log_format) -> None:
     ctx.obj = {"config": config, "only": list(only), "now": _parse_now(now), "log_format": log_format}
 
 
+def _writable(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse an --out that cannot be written before anything runs, not after the run."""
+    if value is None:
+        return None
+    parent = Path(value).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or (
+            Path(value).exists() and not os.access(value, os.W_OK)):
+        raise click.BadParameter(f"cannot write '{value}' (no such directory, or not writable)")
+    return value
+
+
 def report_options(f):
     f = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
                      help="Report format.")(f)
-    f = click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+    f = click.option("--out", "out", type=click.Path(dir_okay=False), default=None, callback=_writable,
                      help="Write the report to FILE instead of stdout.")(f)
     f = click.option("--sql", "show_sql", is_flag=True, help="Show the statements each rule runs.")(f)
     f = click.option("--simulate", "simulate", is_flag=True,

@@ -402,7 +402,9 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
     rng = sa.and_(plan.pk > lo, plan.pk <= hi)
 
     def show(stmt) -> str:
-        return str(stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})).strip() + ";"
+        # the batch's locked keys are only known at run time: show where they go
+        text = str(stmt.compile(dialect=dialect)).strip()
+        return text.replace("(__[POSTCOMPILE_keys])", "(<this batch's locked keys>)") + ";"
 
     out = [show(sa.select(sa.func.max(sa.select(plan.pk.label("k")).where(plan.pk > lo, plan.work)
                                       .order_by(plan.pk).limit(sa.bindparam("batch_size")).subquery().c.k)))]
