@@ -61,7 +61,7 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
     engines = {}
     try:
         for name, url in config.urls.items():
-            engines[name] = make_engine(url)
+            engines[name] = make_engine(url, config.settings.timezone)
         catalog = Catalog(engines)
     except Exception as e:  # connection or reflection failure: name the database, mask the URL
         for engine in engines.values():
@@ -121,6 +121,9 @@ def _select_rules(config: Config, only: list[str] | None) -> list[str] | None:
     for name in only:
         if name not in names:
             raise ConfigError(f"no rule named '{name}' (rules: {', '.join(sorted(names))})",
+                              file=config.path, where="--only", key=None)
+        if not config.rule(name).enabled:
+            raise ConfigError(f"rule '{name}' is disabled (enabled = false); enable it to run it",
                               file=config.path, where="--only", key=None)
     return list(only)
 

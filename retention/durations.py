@@ -26,7 +26,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 _UNITS = {
     "y": ("months", 12), "yr": ("months", 12), "year": ("months", 12), "years": ("months", 12),
@@ -83,8 +83,17 @@ class Duration:
         return self.months * 30.436875 + self.days + self.seconds / 86400
 
     def before(self, moment: datetime) -> datetime:
-        """``moment - self`` on the calendar (month ends clamp)."""
-        return subtract_months(moment, self.months) - timedelta(days=self.days, seconds=self.seconds)
+        """``moment - self``: months and days on the local calendar, hours and less as elapsed time.
+
+        So "1d" across a daylight-saving change is the same wall-clock time the
+        day before, while "12h" is always twelve real hours.
+        """
+        local = subtract_months(moment, self.months) - timedelta(days=self.days)
+        if not self.seconds:
+            return local
+        if local.tzinfo is None:
+            return local - timedelta(seconds=self.seconds)
+        return (local.astimezone(timezone.utc) - timedelta(seconds=self.seconds)).astimezone(local.tzinfo)
 
     def after(self, moment: datetime) -> datetime:
         """``moment + self``: the first instant ``t`` with ``self.before(t) >= moment``.

@@ -159,8 +159,9 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     oldest = conn.execute(sa.select(sa.func.min(plan.clock)).select_from(t).where(plan.due)).scalar()
     out.oldest_clock = ctx.from_column(plan.clock_type, oldest)
     sums = [sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0) for cond in plan.forecast.values()]
+    not_due = sa.case((plan.due, 0), else_=1) == 1      # two-valued even when where_sql yields NULL
     later = conn.execute(sa.select(*sums).select_from(t)
-                         .where(plan.conditions, sa.not_(plan.due), plan.clock.is_not(None))).one()
+                         .where(plan.conditions, not_due, plan.clock.is_not(None))).one()
     out.forecast = {w: int(n) for w, n in zip(plan.forecast, later)}
     out.guard = Guard(max_rows=plan.max_rows, max_fraction=plan.max_fraction, table_rows=_count(conn, t))
     return out
@@ -243,7 +244,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
                 out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
             with progress(out.guard.rows, plan.rule.name) as bar:
                 _enforce(tx, plan, settings, ctx, opts, out, bar)
-    except (SQLAlchemyError, RetentionError) as e:
+    except (SQLAlchemyError, RetentionError, ValueError, TypeError, ArithmeticError) as e:
+        # a strategy meeting a value it cannot handle fails its rule; the others go on
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
         out.status, out.error = "failed", describe_error(e)
@@ -256,7 +258,13 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
 
 
 def describe_error(e: Exception) -> str:
-    """The error's class and first line only: database DETAIL lines can quote row values."""
+    """The error's class and first line only: database DETAIL lines can quote row values.
+
+    Errors raised in Python while anonymizing (ValueError, TypeError, ...) may
+    quote the value they choked on, so only their class is shown.
+    """
+    if not isinstance(e, (SQLAlchemyError, RetentionError)):
+        return f"{type(e).__name__} while applying a strategy in Python (the value is not shown)"
     orig = getattr(e, "orig", None) or e
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     first = (str(orig).strip().splitlines() or [""])[0]

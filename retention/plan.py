@@ -199,11 +199,12 @@ class Planner:
         preds = []
         for hops, key in subject_paths(self.catalog, table_key, subject.table, subject.key,
                                        self.b.subject_override(table_key)):
-            # the subject key is the last hop's foreign-key value: no need to join the subject table
-            if hops:
+            if hops and hops[-1].parent_column == key:
+                # the last foreign key holds the subject key itself: no need to join the subject table
                 key_expr = self.path_value(base, table_key, hops[:-1], hops[-1].column)
             else:
-                key_expr = base.c[key]
+                # it points at another column (a uuid, an email): read the key from the subject's row
+                key_expr = self.path_value(base, table_key, hops, key)
             h = register.alias()
             preds.append(sa.exists().where(h.c[hold.subject_column] == key_expr,
                                            self.conditions(h, hold.active_where)).correlate(base))
@@ -340,8 +341,10 @@ class Planner:
                     kept.update(floor.columns)
                     names.append(floor.name)
             cols = {c: s for c, s in strategies.items() if c not in kept}
+            held_back = kept & set(strategies)
+            # a row is finished (and marked) unless a floor keeps one of this rule's columns
             variants.append(Variant(sa.and_(sa.true(), *preds), cols,
-                                    tuple(sorted(kept & set(strategies))), tuple(names), mark=not names))
+                                    tuple(sorted(held_back)), tuple(names), mark=not held_back))
         return variants
 
 

@@ -90,10 +90,10 @@ class Catalog:
         return sorted((fk for fk in self.fks if fk.child == key), key=lambda fk: (fk.parent, fk.column))
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for an application database; SQLite enforces foreign keys."""
+def make_engine(url: str, timezone: str = "UTC") -> Engine:
+    """An engine for an application database, prepared by its dialect (see DialectImpl.prepare_engine)."""
     engine = sa.create_engine(url)
-    impl_for(engine).prepare_engine(engine)
+    impl_for(engine).prepare_engine(engine, timezone)
     return engine
 
 
@@ -178,7 +178,10 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
     subjects is held.
     """
     if override is not None:
-        return [(tuple(_explicit_hops(catalog, table_key, override)), subject_key)]
+        hops = tuple(_explicit_hops(catalog, table_key, override))
+        if not hops or hops[-1].parent != subject_table:
+            raise LookupError(f"subject_path of {table_key} must end at the subject table {subject_table}")
+        return [(hops, subject_key)]
     if table_key == subject_table:
         return [((), subject_key)]
     found: list[tuple[tuple[ForeignKey, ...], str]] = []
@@ -190,14 +193,14 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
             if fk.parent in seen:
                 continue
             if fk.parent == subject_table:
-                if fk.parent_column == subject_key:
-                    found.append((hops + (fk,), subject_key))
+                # whatever column the key points at, the path reaches the subject's row;
+                # the planner reads the subject key from that row (see Planner.held)
+                found.append((hops + (fk,), subject_key))
                 continue
             walk(fk.parent, hops + (fk,), seen | {fk.parent})
 
     walk(table_key, (), frozenset({table_key}))
-    # a direct hop makes the detour through the path's last hop redundant: keep
-    # them all anyway: a hold must see every subject of the row
+    # every path counts, detours included: a hold must see every subject of the row
     return found
 
 
@@ -311,7 +314,11 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
                     where, "on_parent_delete")
         if tc.subject_path is not None:
             try:
-                _explicit_hops(catalog, ref, tc.subject_path)
+                hops = _explicit_hops(catalog, ref, tc.subject_path)
+                subject_tables = {s.table for s in model.subjects.values()}
+                if not hops or hops[-1].parent not in subject_tables:
+                    err(f"the path must end at a subject table ({', '.join(sorted(subject_tables)) or 'none'})",
+                        where, "subject_path")
             except LookupError as e:
                 err(str(e), where, "subject_path")
 
@@ -343,6 +350,10 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
                 continue
             for problem in strat.conflicts(column_info(bound.table, col_name)):
                 err(problem, where, f"columns.{col_name}")
+            referencing = [fk for fk in catalog.children_of(bound.key) if fk.parent_column == col_name]
+            if referencing:
+                err(f"column '{col_name}' is referenced by {', '.join(f'{fk.child}.{fk.column}' for fk in referencing)}; "
+                    "rewriting it would break or silently rewrite those rows", where, f"columns.{col_name}")
             strategies[col_name] = strat
         if rule.check is not None:
             for qi in rule.check.quasi_identifiers:
@@ -352,6 +363,12 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
     for hold in model.holds:
         where = f"hold '{hold.name}'"
         bound = table(hold.table, where)
+        subject = model.subjects.get(hold.subject)
+        if subject is not None and split_table(subject.table)[0] != split_table(hold.table)[0]:
+            # a register in another database cannot be joined in SQL: refusing beats protecting nothing
+            err(f"the hold register must be in the subject's database '{split_table(subject.table)[0]}'",
+                where, "table")
+            continue
         if bound is not None:
             column(bound, hold.subject_column, where, "subject_column")
             where_columns(bound, hold.active_where, where, "active_where")

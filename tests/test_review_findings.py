@@ -39,10 +39,6 @@ def extra_tables(shop: Shop, *tables) -> sa.MetaData:
 
 # --- holds ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "schema.subject_paths drops every foreign-key path whose parent column is not the "
-    "subject key (subjects.*.key = 'email' while orders.user_id -> users.id), so Planner.held "
-    "returns None for orders and a held customer's orders are deleted"))
 def test_hold_protects_children_when_the_subject_key_is_not_the_fk_target(shop):
     extra_tables(shop, lambda md: sa.Table(
         "email_holds", md,
@@ -75,10 +71,6 @@ def test_hold_protects_children_when_the_subject_key_is_not_the_fk_target(shop):
     assert shop.ids("orders") == [1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Planner.held silently returns None when the hold's register lives in another database "
-    "than the subject table; nothing in config._cross_check or schema.bind rejects it, so the "
-    "hold protects nothing and a held user is deleted"))
 def test_hold_register_in_another_database_is_rejected_or_honoured(tmp_path):
     shop = Shop(f"sqlite:///{tmp_path / 'shop.db'}", tmp_path)
     crm = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
@@ -119,11 +111,6 @@ def test_hold_register_in_another_database_is_rejected_or_honoured(tmp_path):
     shop.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "schema.subject_paths returns an explicit subject_path as-is: when its last hop targets a "
-    "column other than the subject key (here users.email), Planner.held compares the register's "
-    "user_id with an e-mail address, which never matches on SQLite (and is a type error on "
-    "PostgreSQL); schema.bind does not reject such a path"))
 def test_subject_path_ending_on_a_non_key_column_still_finds_the_subject(tmp_path):
     # SQLite: PostgreSQL happens to refuse the rule (integer = varchar) at its SQL check
     shop = Shop(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
@@ -236,11 +223,6 @@ def test_children_through_a_composite_fk_are_not_deleted_silently(shop):
     assert shop.ids("cart_lines") == [1] or reported == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "schema.bind / Strategy.conflicts only refuse anonymizing a primary key; a column that a "
-    "foreign key references (users.email <- newsletter.email, ON UPDATE CASCADE) passes "
-    "`retention check`, and the run then rewrites (or, without ON UPDATE CASCADE, fails on) "
-    "rows in another table"))
 def test_check_reports_anonymizing_a_column_referenced_by_a_foreign_key(shop):
     extra_tables(shop, lambda md: sa.Table(
         "newsletter", md,
@@ -262,10 +244,6 @@ def test_check_reports_anonymizing_a_column_referenced_by_a_foreign_key(shop):
 
 # --- anonymize -----------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plan.Planner._variants sets Variant.mark = not names: while any column floor of the "
-    "table is active the row is never marked, even when the floor keeps none of the rule's "
-    "columns; once the floor ends the row is already 'done', so `mark` is never set"))
 def test_mark_is_set_when_an_active_column_floor_keeps_none_of_the_rules_columns(shop):
     shop.user(1, status="closed", closed_at=OLD, created_at=datetime(2024, 1, 1))
     policy = shop.policy("""
@@ -292,10 +270,6 @@ def test_mark_is_set_when_an_active_column_floor_keeps_none_of_the_rules_columns
     assert row["anonymized_at"] is not None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.execute_rule only catches SQLAlchemyError and RetentionError; a strategy's "
-    "ValueError on the Python path (generalize on a value that is not an IP) escapes, aborts "
-    "the whole run, and the other rules never run"))
 def test_a_strategy_error_fails_its_rule_and_the_others_still_run(shop):
     shop.user(1, status="closed", closed_at=OLD, last_ip="not-an-ip")
     shop.insert("logs", dict(id=1, user_id=None, ip="10.0.0.1", created_at=OLD))
@@ -385,10 +359,6 @@ def test_sqlite_iso_t_separator_timestamps_are_due_on_time(tmp_path):
 
 
 @pytest.mark.postgresql
-@pytest.mark.xfail(strict=True, reason=(
-    "Planner.where_sql binds :now_minus_<d> as a naive wall-clock time in settings.timezone; "
-    "PostgreSQL compares it with a timestamptz column in the *session* time zone, so with "
-    "timezone = 'Asia/Shanghai' the cutoff moves 8 hours and rows are deleted early"))
 def test_where_sql_cutoff_on_a_timestamptz_column_uses_the_right_instant(pg_url, tmp_path):
     shop = Shop(pg_url, tmp_path)
     md = sa.MetaData()
@@ -422,10 +392,6 @@ def test_where_sql_cutoff_on_a_timestamptz_column_uses_the_right_instant(pg_url,
     shop.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Duration.before subtracts hours with wall-clock arithmetic on an aware local datetime "
-    "(TimeContext.cutoff): across a DST change '12h' is 11 or 13 elapsed hours, so a log "
-    "11.5 hours old is deleted by a 12h rule on the morning after the spring change"))
 def test_sub_day_durations_are_elapsed_time_across_dst(tmp_path):
     shop = Shop(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
     # Europe/Paris springs forward at 2026-03-29 02:00 CET -> 03:00 CEST

@@ -52,8 +52,13 @@ class DialectImpl:
         """Extra keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
 
-    def prepare_engine(self, engine: Engine) -> None:
-        """Session settings for every connection the job opens (an engine is the job's own)."""
+    def prepare_engine(self, engine: Engine, timezone: str = "UTC") -> None:
+        """Session settings for every connection the job opens (an engine is the job's own).
+
+        ``timezone`` is ``settings.timezone``: where the engine has a session
+        time zone, naive values the job binds (``:now`` in ``where_sql``) are
+        read in it, as the job means them.
+        """
 
     # -- building blocks for anonymization (retention.anonymize) -----------
     # Each returns a Core expression, or None when this engine can't express it

@@ -55,7 +55,7 @@ class SQLiteImpl(DialectImpl):
         return col.op("GLOB", is_comparison=True)(sa.literal(prefix + "[0-9a-f]" * length, sa.String))
 
 
-    def prepare_engine(self, engine) -> None:
+    def prepare_engine(self, engine, timezone: str = "UTC") -> None:
         enable_foreign_keys(engine)
 
 
