@@ -128,13 +128,37 @@ def plan_table(plan: RulePlan, key: str) -> sa.Table:
     return plan.table.table.metadata.tables[key.split(".", 1)[1]]
 
 
-def count_cascades(conn: Connection, plan: RulePlan, steps, parents, out: list[Cascade]) -> None:
+def cascade_key(step: CascadeStep) -> tuple[str, str]:
+    """How cascades are reported: deleted rows once per child table, however many paths reach
+    them; detached rows once per foreign key, since each detach is its own change."""
+    return (step.fk.child, "delete") if step.action == "delete" else (step.fk.child, f"detach:{step.fk.via}")
+
+
+def _cascade_paths(plan: RulePlan, steps, parents, found: dict) -> None:
     for step in steps:
         child, link = _children(plan, step, parents)
-        out.append(Cascade(table=step.fk.child, action=step.action, via=step.fk.via,
-                           rows=_count(conn, child, link)))
+        entry = found.setdefault(cascade_key(step), (step, child, [], []))
+        entry[2].append(link)
+        if step.fk.via not in entry[3]:
+            entry[3].append(step.fk.via)
         if step.children:
-            count_cascades(conn, plan, step.children, (child, link), out)
+            _cascade_paths(plan, step.children, (child, link), found)
+
+
+def empty_cascades(plan: RulePlan) -> dict[tuple[str, str], Cascade]:
+    found: dict = {}
+    _cascade_paths(plan, plan.cascade, (plan.table.table, sa.true()), found)
+    return {key: Cascade(table=step.fk.child, action=step.action, via=", ".join(vias), rows=0)
+            for key, (step, _child, _links, vias) in found.items()}
+
+
+def count_cascades(conn: Connection, plan: RulePlan, parents) -> list[Cascade]:
+    """Rows the delete would reach, each counted once per report line (see cascade_key)."""
+    found: dict = {}
+    _cascade_paths(plan, plan.cascade, parents, found)
+    return [Cascade(table=step.fk.child, action=step.action, via=", ".join(vias),
+                    rows=_count(conn, child, sa.or_(*links)))
+            for step, child, links, vias in found.values()]
 
 
 def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions) -> RuleOutcome:
@@ -153,7 +177,7 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     out.touch = count_touch(conn, plan, opts)
     out.unchanged = out.due - out.protected_total - out.touch
     if rule.action == "delete" and plan.cascade:
-        count_cascades(conn, plan, plan.cascade, (t, plan.work), out.cascades)
+        out.cascades = count_cascades(conn, plan, (t, plan.work))
     if rule.action == "anonymize":
         out.kept_columns = sorted({c for v in plan.variants for c in v.kept})
     oldest = conn.execute(sa.select(sa.func.min(plan.clock)).select_from(t).where(plan.due)).scalar()
@@ -241,7 +265,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             # from here on the outcome says what was committed, batch by batch, even if a later batch fails
             out.touch, out.batches = 0, 0
             if plan.cascade:
-                out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
+                out.cascades = list(empty_cascades(plan).values())
             with progress(out.guard.rows, plan.rule.name) as bar:
                 _enforce(tx, plan, settings, ctx, opts, out, bar)
     except (SQLAlchemyError, RetentionError, ValueError, TypeError, ArithmeticError) as e:
@@ -278,11 +302,11 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     size = settings.batch_size
     if plan.cascade and plan.impl.max_bind_params:
         size = min(size, plan.impl.max_bind_params)
-    by_step = {(c.table, c.action, c.via): c for c in out.cascades}
+    lines = dict(zip(empty_cascades(plan), out.cascades))
     lo = None
     while True:
         t0 = time.monotonic()
-        cascaded = {key: 0 for key in _walk(plan.cascade)}
+        cascaded = {key: 0 for key in lines}
         with tx.batch() as conn:
             plan.impl.apply_timeouts(conn, settings.lock_timeout, settings.statement_timeout)
             hi = _next_bound(conn, plan, plan.work, lo, size)
@@ -294,8 +318,7 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
         bar.advance(touched)
         out.batches += 1
         for key, n in cascaded.items():
-            if key in by_step:
-                by_step[key].rows += n
+            lines[key].rows += n
         lo = hi
         elapsed = time.monotonic() - t0
         # keep each transaction under max_batch_seconds: shrink fast, grow back slowly
@@ -304,12 +327,6 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
         elif elapsed < settings.max_batch_seconds / 4 and size < settings.batch_size:
             size = min(settings.batch_size, size + max(1, size // 4))
         log.debug("batch", rule=plan.rule.name, lo=lo, hi=hi, size=size, seconds=round(elapsed, 3))
-
-
-def _walk(steps) -> Iterator[tuple[str, str, str]]:
-    for step in steps:
-        yield (step.fk.child, step.action, step.fk.via)
-        yield from _walk(step.children)
 
 
 def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
@@ -346,7 +363,7 @@ def _cascade(conn: Connection, plan: RulePlan, steps, parents, cascaded: dict) -
         child, link = _children(plan, step, parents)
         if step.children:
             _cascade(conn, plan, step.children, (child, link), cascaded)
-        key = (step.fk.child, step.action, step.fk.via)
+        key = cascade_key(step)
         if step.action == "delete":
             cascaded[key] += conn.execute(sa.delete(child).where(link)).rowcount
         else:

@@ -242,6 +242,8 @@ class Planner:
 
         for p in self.direct_protectors(table_key, base, whole_row=True):
             add(p.kind, p.name, p.predicate)
+        for child_key, pred in self._composite_children(table_key, base):
+            add("children", child_key, pred)
         for fk in self.catalog.children_of(table_key):
             child = self.catalog.tables[fk.child].table.alias()
             link = child.c[fk.column] == base.c[fk.parent_column]
@@ -255,6 +257,18 @@ class Planner:
                 add(p.kind, p.name, sa.exists().where(link, p.predicate).correlate(base))
         return [Protector(k, n, sa.or_(*found[(k, n)])) for k, n in order if (k, n) in found]
 
+    def _composite_children(self, table_key: str, base: sa.FromClause) -> list[tuple[str, sa.ColumnElement]]:
+        """Rows referencing the row by a multi-column foreign key: the job does not cascade
+        through those, so they always block (never left to an ON DELETE CASCADE)."""
+        out = []
+        for child_key, parent_key, pairs in self.catalog.composite_fks:
+            if parent_key != table_key:
+                continue
+            child = self.catalog.tables[child_key].table.alias()
+            link = sa.and_(*(child.c[c] == base.c[p] for c, p in pairs))
+            out.append((child_key, sa.exists().where(link).correlate(base)))
+        return out
+
     def delete_protected(self, table_key: str, base: sa.FromClause) -> sa.ColumnElement:
         """Any protector at all, looking through the cascade: one EXISTS per child edge.
 
@@ -263,6 +277,7 @@ class Planner:
         statements that run every batch small for the planner.
         """
         preds = [p.predicate for p in self.direct_protectors(table_key, base, whole_row=True)]
+        preds += [pred for _, pred in self._composite_children(table_key, base)]
         for fk in self.catalog.children_of(table_key):
             child = self.catalog.tables[fk.child].table.alias()
             link = child.c[fk.column] == base.c[fk.parent_column]

@@ -60,6 +60,8 @@ class Catalog:
         self.engines = dict(engines)
         self.tables: dict[str, BoundTable] = {}
         self.fks: list[ForeignKey] = []
+        #: multi-column foreign keys: never followed by a cascade, so their children block (child, parent, pairs)
+        self.composite_fks: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
         for db, engine in self.engines.items():
             md = sa.MetaData()
             md.reflect(bind=engine)
@@ -69,7 +71,10 @@ class Catalog:
             for table in md.tables.values():
                 for fkc in table.foreign_key_constraints:
                     if len(fkc.elements) != 1:
-                        continue  # composite keys are not followed
+                        pairs = tuple((el.parent.name, el.column.name) for el in fkc.elements)
+                        self.composite_fks.append((f"{db}.{table.name}",
+                                                   f"{db}.{fkc.elements[0].column.table.name}", pairs))
+                        continue
                     el = fkc.elements[0]
                     self.fks.append(ForeignKey(
                         child=f"{db}.{table.name}", column=el.parent.name,

@@ -155,10 +155,6 @@ def _messages(md):
              sa.Column("recipient_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.count_cascades counts a child reached through two foreign keys (messages.sender_id "
-    "and messages.recipient_id) once per key, but the run deletes it once: the dry-run's "
-    "cascade total is larger than what the run then does"))
 def test_dry_run_cascade_counts_equal_run_for_a_child_with_two_fks_to_the_parent(shop):
     extra_tables(shop, _messages)
     shop.user(1, status="closed", closed_at=OLD)
@@ -196,10 +192,6 @@ def _carts(md):
                                      ondelete="CASCADE"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "schema.Catalog skips composite foreign keys entirely, so a parent whose children reference "
-    "it through one is neither blocked (default on_parent_delete) nor cascaded by the job: the "
-    "database's ON DELETE CASCADE removes the children silently and uncounted"))
 def test_children_through_a_composite_fk_are_not_deleted_silently(shop):
     extra_tables(shop, _carts)
     shop.insert("carts", dict(id=1, user_id=7, created_at=OLD))
