@@ -17,7 +17,7 @@ import click
 
 from retention import commands
 from retention.errors import ConfigError, RetentionError
-from retention.log import configure_logging
+from retention.log import configure_logging, mask_text
 from retention.report import FORMATS, render
 
 
@@ -156,9 +156,10 @@ def demo(opts, url, seed, fmt, out, show_sql, simulate, allow_large) -> None:
 
     The report is always a simulation (exact numbers): the demo database is the job's own.
     """
-    counts, report = commands.demo(opts["config"], url=url, now=opts["now"], seed=seed,
+    counts, report = commands.demo(opts["config"], url=url, now=opts["now"], seed=seed, only=opts["only"],
                                    show_sql=show_sql, allow_large=allow_large)
-    click.echo(f"demo shop built at {url}: " + ", ".join(f"{t} {n}" for t, n in counts.items()), err=True)
+    click.echo(f"demo shop built at {mask_text(url)}: " + ", ".join(f"{t} {n}" for t, n in counts.items()),
+               err=True)
     _emit(render(report, fmt), out)
     sys.exit(report.exit_code)
 

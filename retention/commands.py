@@ -98,6 +98,7 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
         plans = build_plans(s.binding, s.ctx)
         for p in plans:
             _compile_check(s, p)
+        _check_clock_values(s, plans)
         return CheckResult(s.config.path, len(plans), tables, s.binding.warnings)
 
 
@@ -112,6 +113,38 @@ def _compile_check(s: Session, p: RulePlan) -> None:
     except SQLAlchemyError as e:
         raise ConfigErrors([s.config.error(f"the rule's SQL does not run: {describe_error(e)}",
                                            f"rule '{p.rule.name}'", "where_sql" if p.rule.where_sql else "table")])
+
+
+def _check_clock_values(s: Session, plans: list[RulePlan]) -> None:
+    """Refuse clocks whose stored values the engine would compare wrongly (SQLite text)."""
+    from retention.schema import is_temporal, resolve_column_path
+    from retention.timectx import is_date_only
+    uses: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for p in plans:
+        cp = resolve_column_path(s.binding.catalog, p.rule.table, p.rule.clock)
+        uses.setdefault((cp.target_table, cp.column), []).append((f"rule '{p.rule.name}'", "clock"))
+    for floor in s.config.model.floors:
+        cp = resolve_column_path(s.binding.catalog, floor.table, floor.clock)
+        uses.setdefault((cp.target_table, cp.column), []).append((f"floor '{floor.name}'", "clock"))
+    errors = []
+    for (table_key, column), where in uses.items():
+        bound = s.binding.catalog.tables[table_key]
+        col = bound.table.c[column]
+        pred = s.binding.catalog.impl(bound.db).malformed_clock(col, is_date_only(col.type))
+        if pred is None or not is_temporal(col):
+            continue
+        with s.engines[bound.db].connect() as conn:
+            bad = conn.execute(sa.select(sa.func.count()).select_from(bound.table).where(pred)).scalar()
+            conn.rollback()
+        if bad:
+            form = "YYYY-MM-DD" if is_date_only(col.type) else "YYYY-MM-DD HH:MM:SS[.ffffff]"
+            for w, key in where:
+                errors.append(s.config.error(
+                    f"{table_key}.{column} holds {bad} value(s) not written as '{form}' (a 'T' separator, "
+                    f"a UTC offset, a number...); SQLite compares timestamps as text, so they would fall due "
+                    f"at the wrong moment: rewrite them in that form first", w, key))
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def _select_rules(config: Config, only: list[str] | None) -> list[str] | None:
@@ -160,6 +193,7 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
             plans = build_plans(s.binding, s.ctx, selected)
             for p in plans:          # every rule's SQL is proven before the first one runs
                 _compile_check(s, p)
+            _check_clock_values(s, plans)
             txs = {db: (Simulation(e) if simulate else Transactions(e)) for db, e in s.engines.items()}
             try:
                 for plan in plans:
@@ -222,5 +256,9 @@ def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime |
         log.warning("demo_hash_key", message="RETENTION_HASH_KEY is not set; the demo uses a throwaway key")
         env["RETENTION_HASH_KEY"] = DEMO_HASH_KEY
     moment = now or utcnow()
-    counts = create_demo(url, now=moment, seed=seed)
+    try:
+        counts = create_demo(url, now=moment, seed=seed)
+    except SQLAlchemyError as e:
+        raise ConfigError(f"cannot build the demo at {mask_text(url)}: {mask_text(describe_error(e))}",
+                          where="--url") from None
     return counts, plan(config_path, now=moment, env=env, **plan_options)

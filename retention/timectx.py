@@ -41,7 +41,7 @@ class TimeContext:
 
     def moment_for(self, col_type: sa.types.TypeEngine, moment: datetime):
         """``moment`` as the value a column of this type compares with."""
-        if _is_date_only(col_type):
+        if is_date_only(col_type):
             return moment.astimezone(self.tz).date()
         if getattr(col_type, "timezone", False):
             return moment
@@ -63,7 +63,7 @@ class TimeContext:
         return None
 
 
-def _is_date_only(col_type: sa.types.TypeEngine) -> bool:
+def is_date_only(col_type: sa.types.TypeEngine) -> bool:
     try:
         return col_type.python_type is date
     except NotImplementedError:

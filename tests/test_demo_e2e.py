@@ -314,17 +314,12 @@ def test_no_personal_data_in_any_output(demos, runs, personal_data):
     assert leaks == set()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: retention demo accepts --only but ignores it: cli.demo never passes "
-                                       "opts['only'] to commands.demo, so the report lists every rule")
 def test_demo_only_selects_rules(demos):
     result = demos["only"]
     assert result.returncode == 0, result.stderr
     assert [r["rule"] for r in result.json()["rules"]] == ["access-logs-180d"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: retention demo --url on an unreachable database crashes with a "
-                                       "Python traceback and exit 1 instead of a one-line error and exit 2 "
-                                       "(create_demo's OperationalError is not turned into a ConfigError)")
 def test_demo_on_an_unreachable_database_is_a_clean_error(tmp_path):
     url = f"postgresql+psycopg://shop:{PG_PASSWORD}@127.0.0.1:1/shop?connect_timeout=3"
     result = retention("demo", "--url", url, cwd=tmp_path)
@@ -397,8 +392,6 @@ def test_demo_and_run_on_postgresql_match_sqlite(pg_demo, demos, runs):
     assert all(c["rows"] == 0 for r in again["rules"] for c in r["cascades"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: retention demo prints 'demo shop built at <url>' on stderr with the "
-                                       "URL unmasked (cli.py demo), so a --url password appears in clear")
 def test_demo_masks_the_password_of_its_url(pg_demo):
     _, _, demo = pg_demo
     assert demo.returncode == 0

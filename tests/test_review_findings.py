@@ -309,32 +309,33 @@ keep = "3y"
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on SQLite timestamps are compared as text (Planner.bound_moment / floor_active): a value "
-    "written with a UTC offset, as many drivers do ('2023-06-15 10:00:00-05:00' = 15:00 UTC), "
-    "sorts before the cutoff '2023-06-15 13:00:00.000000', so the floor releases the order "
-    "hours early and the rule deletes it"))
-def test_sqlite_timestamp_with_offset_is_protected_by_its_floor(tmp_path):
+def test_sqlite_timestamps_with_an_offset_are_refused_before_a_floor_can_release_early(tmp_path):
+    # SQLite compares timestamps as text: '2023-06-15 10:00:00-05:00' (15:00 UTC) sorts before the
+    # cutoff '2023-06-15 13:00:00.000000', so the floor would release the order hours early
     shop = Shop(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
     shop.user(1)
     with shop.engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO orders (id, user_id, completed_at, total) "
                              "VALUES (1, 1, '2023-06-15 10:00:00-05:00', 1)")
-    report = shop.run(shop.policy(FLOOR_ORDERS), now=datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
-    assert outcome(report, "orders-purge").touch == 0
-    assert shop.ids("orders") == [1]
+    before = shop.dump()
+    with pytest.raises(ConfigError) as e:
+        shop.run(shop.policy(FLOOR_ORDERS), now=datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
+    message = str(e.value)
+    assert "floor 'ecommerce-law-3y'" in message and "rule 'orders-purge'" in message
+    assert "key 'clock'" in message and "orders.completed_at holds 1 value" in message
+    assert "10:00:00-05:00" not in message                       # the value itself is not shown
+    assert shop.dump() == before
     shop.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on SQLite timestamps are compared as text: an ISO value with a 'T' separator "
-    "('2026-06-14T10:00:00') sorts after '2026-06-14 12:00:00.000000' ('T' > ' '), so a row "
-    "that is due by its clock is reported not due and never deleted on its day"))
-def test_sqlite_iso_t_separator_timestamps_are_due_on_time(tmp_path):
+def test_sqlite_iso_t_separator_timestamps_are_refused_not_left_undue(tmp_path):
+    # '2026-06-14T10:00:00' sorts after '2026-06-14 12:00:00.000000' ('T' > ' '): never due on its day
     shop = Shop(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
     with shop.engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO logs (id, user_id, ip, created_at) "
-                             "VALUES (1, NULL, '10.0.0.1', '2026-06-14T10:00:00')")
+                             "VALUES (1, NULL, '10.0.0.1', '2026-06-14T10:00:00'), "
+                             "(2, NULL, '10.0.0.1', '2026-06-14 10:00:00'), "
+                             "(3, NULL, '10.0.0.1', '2026-06-14 10:00:00.250000')")
     policy = shop.policy("""
         [[rules]]
         name = "logs-1d"
@@ -344,9 +345,13 @@ def test_sqlite_iso_t_separator_timestamps_are_due_on_time(tmp_path):
         action = "delete"
         max_fraction = 1.0
         """)
+    with pytest.raises(ConfigError) as e:
+        commands.check(policy, env=HASH_ENV)
+    assert "rule 'logs-1d'" in str(e.value) and "holds 1 value" in str(e.value)
+    with shop.engine.begin() as conn:                             # once rewritten, the rule runs
+        conn.exec_driver_sql("UPDATE logs SET created_at = '2026-06-14 10:00:00' WHERE id = 1")
     out = outcome(shop.run(policy, now=NOW), "logs-1d")
-    assert (out.due, out.touch) == (1, 1)
-    assert shop.ids("logs") == []
+    assert (out.due, out.touch) == (3, 3)
     shop.close()
 
 

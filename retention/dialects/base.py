@@ -52,6 +52,13 @@ class DialectImpl:
         """Extra keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
 
+    def malformed_clock(self, col, date_only: bool):
+        """A predicate matching clock values the engine would compare wrongly, or None.
+
+        Engines with real timestamp types have none; SQLite compares text.
+        """
+        return None
+
     def prepare_engine(self, engine: Engine, timezone: str = "UTC") -> None:
         """Session settings for every connection the job opens (an engine is the job's own).
 

@@ -55,6 +55,22 @@ class SQLiteImpl(DialectImpl):
         return col.op("GLOB", is_comparison=True)(sa.literal(prefix + "[0-9a-f]" * length, sa.String))
 
 
+    def malformed_clock(self, col, date_only: bool):
+        """Values not in the text form SQLAlchemy writes: SQLite compares timestamps as text,
+        so '2026-06-14T10:00', '... 10:00-05:00' or an epoch number would sort wrongly."""
+        d = "[0-9]"
+        day = f"{d * 4}-{d * 2}-{d * 2}"
+        if date_only:
+            good = sa.and_(sa.func.typeof(col) == "text", col.op("GLOB")(day))
+        else:
+            clock = f"{day} {d * 2}:{d * 2}:{d * 2}"
+            good = sa.and_(sa.func.typeof(col) == "text", sa.or_(
+                col.op("GLOB")(day),
+                col.op("GLOB")(clock),
+                sa.and_(col.op("GLOB")(clock + ".*"), sa.func.length(col) > 20,
+                        sa.not_(sa.func.substr(col, 21).op("GLOB")("*[^0-9]*")))))
+        return sa.and_(col.is_not(None), sa.not_(good))
+
     def prepare_engine(self, engine, timezone: str = "UTC") -> None:
         enable_foreign_keys(engine)
 
