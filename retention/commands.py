@@ -61,7 +61,7 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
     engines = {}
     try:
         for name, url in config.urls.items():
-            engines[name] = make_engine(url, config.settings.timezone)
+            engines[name] = make_engine(url, config.settings)
         catalog = Catalog(engines)
     except Exception as e:  # connection or reflection failure: name the database, mask the URL
         for engine in engines.values():

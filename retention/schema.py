@@ -95,10 +95,10 @@ class Catalog:
         return sorted((fk for fk in self.fks if fk.child == key), key=lambda fk: (fk.parent, fk.column))
 
 
-def make_engine(url: str, timezone: str = "UTC") -> Engine:
+def make_engine(url: str, settings=None) -> Engine:
     """An engine for an application database, prepared by its dialect (see DialectImpl.prepare_engine)."""
     engine = sa.create_engine(url)
-    impl_for(engine).prepare_engine(engine, timezone)
+    impl_for(engine).prepare_engine(engine, settings)
     return engine
 
 

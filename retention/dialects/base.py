@@ -59,12 +59,13 @@ class DialectImpl:
         """
         return None
 
-    def prepare_engine(self, engine: Engine, timezone: str = "UTC") -> None:
+    def prepare_engine(self, engine: Engine, settings=None) -> None:
         """Session settings for every connection the job opens (an engine is the job's own).
 
-        ``timezone`` is ``settings.timezone``: where the engine has a session
-        time zone, naive values the job binds (``:now`` in ``where_sql``) are
-        read in it, as the job means them.
+        ``settings`` is the policy's ``[settings]``: where the engine has them,
+        the session time zone (so a naive ``:now`` means what the job means)
+        and the lock and statement timeouts, which then bound every statement
+        the job runs, reads included.
         """
 
     # -- building blocks for anonymization (retention.anonymize) -----------

@@ -22,17 +22,24 @@ class PostgreSQLImpl(DialectImpl):
     supports_for_update = True
     max_bind_params = 30000   # psycopg sends at most 65535 parameters
 
-    def prepare_engine(self, engine: Engine, timezone: str = "UTC") -> None:
+    def prepare_engine(self, engine: Engine, settings=None) -> None:
         # The job runs many short statements whose predicates look expensive to
         # the planner (correlated EXISTS through the cascade); JIT-compiling each
         # one costs ~0.5 s, more than the statement itself. Off for our sessions only.
         # The session time zone is the policy's, so a naive :now compared with a
-        # timestamptz column means the same instant the job means.
+        # timestamptz column means the same instant the job means; the timeouts
+        # bound every statement, the counting reads as well as the batches.
+        options = {"jit": "off"}
+        if settings is not None:
+            options["TimeZone"] = settings.timezone
+            options["lock_timeout"] = str(int(duration_ms(settings.lock_timeout)))
+            options["statement_timeout"] = str(int(duration_ms(settings.statement_timeout)))
+
         @event.listens_for(engine, "connect")
         def _session(dbapi_conn, _record):  # pragma: no cover - trivial
             with dbapi_conn.cursor() as cur:
-                cur.execute("SET jit = off")
-                cur.execute("SELECT set_config('TimeZone', %s, false)", (timezone,))
+                for name, value in options.items():
+                    cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             dbapi_conn.commit()
 
     def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,

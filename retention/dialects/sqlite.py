@@ -71,8 +71,14 @@ class SQLiteImpl(DialectImpl):
                         sa.not_(sa.func.substr(col, 21).op("GLOB")("*[^0-9]*")))))
         return sa.and_(col.is_not(None), sa.not_(good))
 
-    def prepare_engine(self, engine, timezone: str = "UTC") -> None:
+    def prepare_engine(self, engine, settings=None) -> None:
         enable_foreign_keys(engine)
+        if settings is not None:
+            busy_ms = int(duration_ms(settings.lock_timeout))
+
+            @event.listens_for(engine, "connect")
+            def _busy(dbapi_conn, _record):  # pragma: no cover - trivial
+                dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
 
 
 def enable_foreign_keys(engine) -> None:

@@ -516,3 +516,74 @@ def test_simulation_gives_a_runs_exact_numbers_where_rules_overlap_and_changes_n
 
     assert numbers(simulated) == numbers(done)
     assert outcome(done, "closed-restrict").touch == 1       # only user 2 is left to restrict
+
+
+@pytest.mark.postgresql
+def test_a_statement_timeout_fails_its_rule_and_the_others_still_run(pg_url, tmp_path):
+    shop = Shop(pg_url, tmp_path)
+    shop.user(1)
+    shop.insert("logs", *[dict(id=i, user_id=1, ip="10.0.0.1", created_at=datetime(2020, 1, 1)) for i in (1, 2)])
+    shop.insert("addresses", dict(id=1, user_id=1, line1="Road"))
+    policy = shop.policy("""
+    [[rules]]
+    name = "slow"
+    table = "shop.logs"
+    clock = "created_at"
+    after = "1d"
+    action = "delete"
+    where_sql = "pg_sleep(1.2) IS NOT NULL"
+    max_fraction = 1.0
+
+    [[rules]]
+    name = "fast"
+    table = "shop.addresses"
+    clock = "user.created_at"
+    after = "1d"
+    action = "delete"
+    max_fraction = 1.0
+    """, settings='statement_timeout = "1s"')
+    report = shop.run(policy, now=NOW)
+    slow, fast = outcome(report, "slow"), outcome(report, "fast")
+    assert slow.status == "failed" and "QueryCanceled" in slow.error and "57014" in slow.error
+    assert fast.status == "ok" and fast.touch == 1
+    assert report.exit_code == 1
+    assert shop.ids("logs") == [1, 2] and shop.ids("addresses") == []
+    shop.close()
+
+
+def test_sql_path_and_python_path_leave_identical_tables(backend, tmp_path):
+    rows = []
+    for uid in range(1, 40):
+        rows.append(dict(id=uid, email=f"person.{uid}@example.com", name=f"Person Number {uid}",
+                         phone=f"+44 20 7946 {uid:04d}", status="closed", created_at=datetime(2020, 1, 1),
+                         closed_at=datetime(2021, 1, 1), birth_date=date(1960 + uid, uid % 12 + 1, uid % 27 + 1),
+                         parental_consent_at=None, last_ip=f"192.168.{uid}.{uid * 3}" if uid % 3 else f"2001:db8:{uid:x}::{uid:x}",
+                         anonymized_at=None, restricted_at=None))
+    policy_body = """
+    [[rules]]
+    name = "anon"
+    table = "shop.users"
+    clock = "closed_at"
+    after = "30d"
+    action = "anonymize"
+    columns.email = "hash"
+    columns.name = { strategy = "constant", value = "deleted user" }
+    columns.phone = { strategy = "mask", keep_first = 3, keep_last = 2 }
+    columns.birth_date = { strategy = "generalize", to = "month" }
+    columns.last_ip = { strategy = "generalize", ipv4_prefix = 16, ipv6_prefix = 32 }
+    mark = "anonymized_at"
+    max_fraction = 1.0
+    """
+    dumps = []
+    for force_python in (False, True):
+        sub = tmp_path / ("python" if force_python else "sql")
+        sub.mkdir()
+        url = backend.replace("app.db", f"{sub.name}.db") if backend.startswith("sqlite") else backend
+        shop = Shop(url, sub)
+        shop.insert("users", *rows)
+        out = outcome(shop.run(shop.policy(policy_body), now=NOW, force_python=force_python), "anon")
+        assert out.touch == len(rows)
+        dumps.append(shop.dump())
+        shop.close()
+    assert dumps[0] == dumps[1]
+    assert all(r[2] == "deleted user" for r in dumps[0]["users"])
