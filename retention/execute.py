@@ -84,7 +84,10 @@ class Simulation(Transactions):
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        yield self.conn
+        # a savepoint here too: on PostgreSQL a failed statement would otherwise abort
+        # the outer transaction and fail every later rule, which a run would not do
+        with self.conn.begin_nested():
+            yield self.conn
 
     @contextmanager
     def batch(self) -> Iterator[Connection]:
