@@ -24,6 +24,7 @@ import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -171,7 +172,6 @@ class Planner:
         return sa.and_(sa.true(), *parts)
 
     def _value(self, col: sa.ColumnElement, v):
-        from datetime import datetime
         if isinstance(v, datetime):
             return self.bound_moment(col.type, v if v.tzinfo else v.replace(tzinfo=self.ctx.tz))
         return sa.bindparam(None, v, type_=col.type)
@@ -183,7 +183,6 @@ class Planner:
         for name in set(_NOW_MINUS.findall(text)):
             period = parse_duration(name[len("now_minus_"):])
             params[name] = self.ctx.cutoff(period).astimezone(self.ctx.tz).replace(tzinfo=None)
-        # give every name a unique bind name so two rules' clauses never collide
         clause = sa.text(f"({text})")
         binds = [sa.bindparam(k, v) for k, v in params.items() if re.search(rf":{k}\b", text)]
         return clause.bindparams(*binds)
