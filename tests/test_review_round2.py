@@ -55,11 +55,6 @@ LOGS_PURGE = """
 
 # --- transactions -----------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dialects/sqlite.py puts the driver in autocommit mode; when SQLite rolls the whole "
-    "transaction back itself (RAISE(ROLLBACK) in a trigger, ON CONFLICT ROLLBACK, SQLITE_FULL, "
-    "SQLITE_IOERR...), execute.Simulation keeps going: the next begin_nested() emits a SAVEPOINT "
-    "outside any transaction, and its RELEASE commits. A simulated dry run deletes data."))
 def test_simulation_never_commits_even_after_sqlite_rolled_the_transaction_back(sqlite_shop):
     shop = sqlite_shop
     shop.insert("merchants", dict(id=1, name="m", closed_at=OLD))
@@ -84,40 +79,42 @@ def test_simulation_never_commits_even_after_sqlite_rolled_the_transaction_back(
     assert shop.dump() == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.Transactions.batch: SQLAlchemy's 'begin' event emits a plain (DEFERRED) BEGIN; the "
-    "batch reads first (_next_bound) and writes later, so on a WAL database a commit by the app "
-    "in between makes the write fail at once with SQLITE_BUSY (stale snapshot): busy_timeout "
-    "cannot help. Batches that write should BEGIN IMMEDIATE."))
 def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqlite_shop, monkeypatch):
+    # batches BEGIN IMMEDIATE: an application write that arrives while a batch is open waits for it
+    # (busy_timeout) instead of invalidating the batch's snapshot, and lands right after
+    import threading
     shop = sqlite_shop
     with shop.engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     shop.insert("logs", *[dict(id=i, user_id=None, ip="10.1.2.3", created_at=OLD) for i in range(1, 4)])
     path = shop.url.removeprefix("sqlite:///")
-    original, calls = execute._next_bound, []
+    original, app_errors, threads = execute._next_bound, [], []
+
+    def app_write():
+        app = sqlite3.connect(path, timeout=10, isolation_level=None)
+        try:
+            app.execute("INSERT INTO logs (id, ip, created_at) VALUES (100, '10.9.9.9', '2026-06-15 11:00:00')")
+        except sqlite3.OperationalError as e:
+            app_errors.append(str(e))
+        finally:
+            app.close()
 
     def next_bound_then_app_writes(conn, plan, pred, lo, size):
         hi = original(conn, plan, pred, lo, size)
-        if not calls:   # the app logs a new request while our first batch is open
-            calls.append(hi)
-            app = sqlite3.connect(path, timeout=5, isolation_level=None)
-            app.execute("INSERT INTO logs (id, ip, created_at) VALUES (100, '10.9.9.9', '2026-06-15 11:00:00')")
-            app.close()
+        if not threads:   # the app logs a new request while our first batch is open
+            threads.append(threading.Thread(target=app_write))
+            threads[0].start()
+            threads[0].join(0.3)          # give it time to hit our lock
         return hi
 
     monkeypatch.setattr(execute, "_next_bound", next_bound_then_app_writes)
     report = shop.run(shop.policy(LOGS_PURGE), now=NOW)
+    threads[0].join()
     out = outcome(report, "logs-purge")
-    assert (out.status, out.error) == ("ok", None)
-    assert shop.ids("logs") == [100]
+    assert (out.status, out.error, out.touch) == ("ok", None, 3)
+    assert app_errors == [] and shop.ids("logs") == [100]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.Transactions.read: with the driver in autocommit mode and an explicit BEGIN, a plain "
-    "dry run's count_rule holds one read transaction (SQLite SHARED lock) across all its "
-    "statements, including the Python-path scan of the whole table; in rollback-journal mode no "
-    "app writer can commit until it ends. commands.run calls the plain dry run 'lock-free'."))
 def test_plain_dry_run_does_not_block_app_writers_between_its_statements(sqlite_shop, monkeypatch):
     shop = sqlite_shop
     shop.user(1, status="closed", closed_at=OLD)

@@ -52,6 +52,25 @@ class DialectImpl:
         """Extra keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
 
+    # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
+
+    def hint_write(self, conn: Connection) -> None:
+        """The next transaction on ``conn`` will write: take the write lock up front where that matters."""
+
+    def hint_unlocked_reads(self, conn: Connection) -> None:
+        """The reads on ``conn`` need no common snapshot: don't hold a lock across them."""
+
+    def clear_hints(self, conn: Connection) -> None:
+        """Forget unused hints before the connection goes back to the pool."""
+
+    def in_transaction(self, conn: Connection) -> bool:
+        """Whether the database still has ``conn``'s transaction open (it may end one on its own).
+
+        The default suits drivers that open a transaction before any statement
+        (psycopg): there a SAVEPOINT can never run outside one.
+        """
+        return True
+
     def malformed_clock(self, col, date_only: bool):
         """A predicate matching clock values the engine would compare wrongly, or None.
 

@@ -15,6 +15,9 @@ from retention.dialects.base import DialectImpl, duration_ms, register
 from retention.durations import Duration
 
 
+_BEGIN_MODE = "retention_begin"
+
+
 @register
 class SQLiteImpl(DialectImpl):
     name: ClassVar[str] = "sqlite"
@@ -54,6 +57,26 @@ class SQLiteImpl(DialectImpl):
         # GLOB is case-sensitive and, without '*', matches the whole string: exact length
         return col.op("GLOB", is_comparison=True)(sa.literal(prefix + "[0-9a-f]" * length, sa.String))
 
+
+    # A batch reads (its key range) before it writes. With a deferred BEGIN, an
+    # application commit in between makes the write fail at once (a stale WAL
+    # snapshot; busy_timeout cannot help), so batches take the write lock first.
+    def hint_write(self, conn) -> None:
+        conn.info[_BEGIN_MODE] = "immediate"
+
+    # A dry run's counts need no common snapshot; holding SQLite's shared lock
+    # across all of them would keep the application's writers waiting.
+    def hint_unlocked_reads(self, conn) -> None:
+        conn.info[_BEGIN_MODE] = "none"
+
+    def clear_hints(self, conn) -> None:
+        conn.info.pop(_BEGIN_MODE, None)
+
+    def in_transaction(self, conn) -> bool:
+        # SQLite ends a transaction by itself on some errors (RAISE(ROLLBACK),
+        # ON CONFLICT ROLLBACK, a full disk); a SAVEPOINT after that would open a
+        # new one, and its RELEASE would commit
+        return bool(conn.connection.dbapi_connection.in_transaction)
 
     def malformed_clock(self, col, date_only: bool):
         """Values not in the text form SQLAlchemy writes: SQLite compares timestamps as text,
@@ -99,4 +122,7 @@ def enable_foreign_keys(engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):  # pragma: no cover - trivial
-        conn.exec_driver_sql("BEGIN")
+        mode = conn.info.pop(_BEGIN_MODE, "deferred")
+        if mode == "none":
+            return      # each statement runs in its own implicit transaction
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "immediate" else "BEGIN")
