@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ConfigErrors
 from retention.execute import ExecOptions, Simulation, Transactions, describe_error, execute_rule
-from retention.log import configure_logging, mask_text
+from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
 from retention.report.model import Report
 from retention.schema import Binding, Catalog, bind, make_engine
@@ -69,9 +69,15 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
         if isinstance(e, ConfigError):
             raise
         db = next((n for n in config.urls if n not in engines), None) or ", ".join(config.urls)
-        detail = str(getattr(e, "orig", None) or e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"cannot open database ({mask_text(config.urls.get(db, ''))}): "
-                          f"{mask_text(detail)}", file=config.path, where=f"[databases.{db}]", key="url") from None
+        url = config.urls.get(db, "")
+        secret = url_secret(url)
+        shown = url.replace(secret, MASK) if secret else mask_text(url)
+        if isinstance(e, SQLAlchemyError):
+            detail = redact(describe_error(e), secret)
+        else:   # the URL did not parse: the parser's message quotes pieces of it
+            detail = "the URL cannot be parsed (is a special character in the password percent-encoded?)"
+        raise ConfigError(f"cannot open database ({redact(shown, secret)}): {detail}",
+                          file=config.path, where=f"[databases.{db}]", key="url") from None
     try:
         binding = bind(config, catalog, env, need_keys=need_keys)
     except ConfigError:

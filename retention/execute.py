@@ -17,6 +17,7 @@ The dry-run and the run share every predicate: :func:`count_rule` is what
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -322,6 +323,11 @@ def describe_error(e: Exception) -> str:
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     first = (str(orig).strip().splitlines() or [""])[0]
     first = first.split("[SQL:")[0].strip()
+    # a quoted literal can be a row value (SQLite: "... with text 'José@...'"); so can a
+    # double-quoted one in PostgreSQL's data errors (class 22: 'invalid input syntax: "..."')
+    first = re.sub(r"'.*'", "'…'", first)
+    if code and str(code).startswith("22"):
+        first = re.sub(r'".*"', '"…"', first)
     return f"{type(orig).__name__}{f' [{code}]' if code else ''}: {first}"
 
 

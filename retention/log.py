@@ -52,6 +52,27 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['prefix']}{MASK}@", url)
 
 
+def url_secret(url: str) -> str | None:
+    """The password in a database URL, as written: what to scrub from messages about it.
+
+    Parsed the way a person reads it (everything between ``user:`` and the
+    last ``@`` of the authority), so a password holding ``/``, spaces or ``@``
+    is found whole even where a URL parser would split it.
+    """
+    m = re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:(.*)@[^@]*$", url.strip())
+    return m.group(1) if m and m.group(1) else None
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` (raw, percent-encoded or -decoded) and every URL password masked."""
+    from urllib.parse import quote, unquote
+    if secret:
+        for form in sorted({secret, quote(secret, safe=""), unquote(secret)}, key=len, reverse=True):
+            if form:
+                text = text.replace(form, MASK)
+    return mask_text(text)
+
+
 def mask_text(text: str) -> str:
     """:func:`mask_url`, plus ``password=...`` pairs as in libpq connection strings."""
     return _KEYWORD_PASSWORD.sub(lambda m: f"{m['prefix']}{MASK}", mask_url(text))

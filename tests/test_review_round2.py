@@ -148,11 +148,6 @@ def test_plain_dry_run_does_not_block_app_writers_between_its_statements(sqlite_
 
 # --- reports: leaks -----------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.describe_error keeps the first line of a SQLAlchemyError; Python's sqlite3 raises "
-    "OperationalError(\"Could not decode to UTF-8 column 'email' with text '...'\") when the "
-    "Python anonymize path reads legacy (e.g. Latin-1) text, so the e-mail lands in the report, "
-    "the JSON and the structlog 'rule' line."))
 def test_undecodable_text_does_not_put_the_value_in_the_report(sqlite_shop):
     shop = sqlite_shop
     shop.user(1, status="closed", closed_at=OLD)
@@ -175,12 +170,6 @@ def test_undecodable_text_does_not_put_the_value_in_the_report(sqlite_shop):
 
 
 @pytest.mark.parametrize("password", ["pa/ss", "two words", "p@ss:wd"])
-@pytest.mark.xfail(strict=True, reason=(
-    "log.mask_url's regex only masks a password made of [^\\s/] characters followed by '@'; "
-    "commands.open_session puts mask_text(url) and the driver's message in the error, so a "
-    "base64 password with '/', one with a space, or the int() parse error of 'p@ss:wd' "
-    "(\"... 'wd@127.0.0.1:1'\") shows the password. Mask from the parsed URL and scrub the "
-    "known password string from every message instead."))
 def test_connection_error_never_shows_the_password(tmp_path, password):
     path = tmp_path / "policies.toml"
     path.write_text('version = 1\n[databases.shop]\nurl = "${DB_URL}"\n')
