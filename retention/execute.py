@@ -209,7 +209,9 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     if rule.action == "delete" and plan.cascade:
         out.cascades = count_cascades(conn, plan, (t, plan.work))
     if rule.action == "anonymize":
-        out.kept_columns = sorted({c for v in plan.variants for c in v.kept})
+        # only floors that actually hold back a column on some row this rule reaches
+        out.kept_columns = sorted({c for v in plan.variants if v.kept
+                                   and _count(conn, t, plan.work, v.predicate) for c in v.kept})
     oldest = conn.execute(sa.select(sa.func.min(plan.clock)).select_from(t).where(plan.due)).scalar()
     out.oldest_clock = ctx.from_column(plan.clock_type, oldest)
     sums = [sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0) for cond in plan.forecast.values()]
@@ -275,7 +277,7 @@ def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
         out.guard.state = "allowed" if allow_large else "tripped"
         if not allow_large:
             out.status = "guard_tripped"
-            out.touch = 0
+            out.remaining, out.touch = out.touch, 0
             out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
 
 
@@ -303,6 +305,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
         out.status, out.error = "failed", describe_error(e)
+        # what the run meant to touch and did not (its committed batches are in touch)
+        out.remaining = max(0, out.due - out.protected_total - out.unchanged - out.touch)
     out.duration_seconds = round(time.monotonic() - started, 3)
     log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
              dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,

@@ -280,7 +280,7 @@ def test_json_report_has_the_documented_schema(shop, policy):
         assert r["status"] == "ok" and r["error"] is None
         assert set(r["forecast"]) == {"7d", "30d", "90d", "365d"}
         assert {"state", "max_rows", "max_fraction", "table_rows", "rows"} <= set(r["guard"])
-        assert r["due"] == r["protected_total"] + r["touch"] + r["unchanged"]
+        assert r["due"] == r["protected_total"] + r["touch"] + r["unchanged"] + r["remaining"]
     logs = outcome(report, "logs-30d")
     assert (logs["action"], logs["table"], logs["due"], logs["touch"]) == ("delete", "shop.logs", 4, 3)
     assert logs["protected"] == [{"kind": "hold", "name": "litigation", "rows": 1}]

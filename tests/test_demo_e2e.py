@@ -216,7 +216,7 @@ def test_demo_json_report_is_consistent_and_matches_the_database(demos, pristine
     assert report["config"]["path"] == str(POLICY)
     for r in report["rules"]:
         assert r["status"] == "ok" and r["error"] is None, r["rule"]
-        assert r["due"] == r["protected_total"] + r["touch"] + r["unchanged"], r["rule"]
+        assert r["due"] == r["protected_total"] + r["touch"] + r["unchanged"] + r["remaining"], r["rule"]
         assert r["protected_total"] == sum(p["rows"] for p in r["protected"])
         assert r["cascaded_total"] == sum(c["rows"] for c in r["cascades"])
         assert r["guard"]["rows"] == r["touch"]
@@ -264,7 +264,7 @@ def test_run_enforces_the_demo_and_a_second_run_touches_nothing(runs, pristine):
     assert report["totals"]["touch"] > 0 and report["totals"]["cascaded"] > 0
     for r in report["rules"]:
         assert r["status"] == "ok", (r["rule"], r["error"])
-        assert r["due"] == r["protected_total"] + r["touch"] + r["unchanged"], r["rule"]
+        assert r["due"] == r["protected_total"] + r["touch"] + r["unchanged"] + r["remaining"], r["rule"]
     db = first.cwd / DB
     after_first = digest(db)
     assert after_first != digest(pristine)

@@ -182,11 +182,6 @@ def test_connection_error_never_shows_the_password(tmp_path, password):
 
 # --- reports: counts -----------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.execute_rule: when a batch fails after earlier batches committed, 'touch' is what "
-    "was committed but 'unchanged' keeps the pre-run count, so due != protected_total + touch + "
-    "unchanged; the README promises the equation for every rule except a tripped guard. The rows "
-    "left undone are in no field."))
 def test_failed_run_counts_still_add_up(sqlite_shop):
     shop = sqlite_shop
     shop.insert("logs", *[dict(id=i, user_id=None, ip="10.1.2.3", created_at=OLD) for i in range(1, 5)])
@@ -195,8 +190,8 @@ def test_failed_run_counts_still_add_up(sqlite_shop):
                              "BEGIN SELECT RAISE(ABORT, 'kept'); END")
     report = shop.run(shop.policy(LOGS_PURGE, settings="batch_size = 1"), now=NOW)
     out = outcome(report, "logs-purge")
-    assert out.status == "failed" and out.touch == 2
-    assert out.due == out.protected_total + out.touch + out.unchanged
+    assert out.status == "failed" and out.touch == 2 and out.remaining == 2
+    assert out.due == out.protected_total + out.touch + out.unchanged + out.remaining
 
 
 # --- anonymize strategies -------------------------------------------------------------------
@@ -317,11 +312,6 @@ def test_mask_on_char_column_same_on_sql_and_python_paths(pg_url, tmp_path):
 
 # --- reports: kept columns -----------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.count_rule reports kept_columns as every column of every floor variant of the plan, "
-    "whether or not any due row is inside the floor; the root policy's demo report says "
-    "'kept: columns a floor keeps: buyer_name' for orders-anonymize-after-3y and "
-    "cancelled-orders-anonymize while the run anonymizes buyer_name on every one of their rows."))
 def test_kept_columns_only_lists_what_a_floor_actually_kept(sqlite_shop):
     shop = sqlite_shop
     shop.user(1)

@@ -63,6 +63,7 @@ class RuleOutcome:
     protected: list[Protection] = field(default_factory=list)
     touch: int = 0                    # would touch (dry run) / touched (run); 0 when a guard trips
     unchanged: int = 0                # due and unprotected, but already done (restricted, marked, anonymized)
+    remaining: int = 0                # needed the action but were not touched: the guard tripped or the rule failed
     cascades: list[Cascade] = field(default_factory=list)
     oldest_clock: datetime | None = None
     forecast: dict[str, int] = field(default_factory=dict)

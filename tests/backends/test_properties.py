@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -171,9 +172,11 @@ def check_invariants(shop: Shop, users: list[dict], p: dict) -> None:
 
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# RETENTION_PROPERTY_EXAMPLES raises the count for a long hunt; the suite's default keeps it quick
+SCALE = int(os.environ.get("RETENTION_PROPERTY_EXAMPLES", "0")) or None
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=SCALE or 40, **SETTINGS)
 @given(users=st.lists(user_st, min_size=1, max_size=6), p=policy_st)
 def test_invariants_sqlite(users, p):
     tmp = Path(tempfile.mkdtemp())
@@ -186,7 +189,7 @@ def test_invariants_sqlite(users, p):
 
 
 @pytest.mark.postgresql
-@settings(max_examples=12, **SETTINGS)
+@settings(max_examples=(SCALE // 4 if SCALE else 12), **SETTINGS)
 @given(users=st.lists(user_st, min_size=1, max_size=5), p=policy_st)
 def test_invariants_postgresql(pg_url, tmp_path, users, p):
     shop = Shop(pg_url, tmp_path)
