@@ -420,6 +420,11 @@ def _cross_check(model: PolicyFile, path: str) -> None:
             known = ", ".join(sorted(model.databases)) or "none"
             err(f"unknown database '{db}' in '{ref}' (databases: {known})", where, key)
 
+    for name in model.databases:
+        if not _IDENT.match(name):
+            # tables are written database.table: a dot in the name could never be told apart
+            err(f"'{name}' is not a valid database name (letters, digits and '_', not starting with a digit)",
+                f"[databases.{name}]", None)
     for name, subj in model.subjects.items():
         check_table(subj.table, f"[subjects.{name}]")
     for ref in model.tables:

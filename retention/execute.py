@@ -440,8 +440,12 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     if ctx is not None and plan.impl.supports_for_update:
         q = q.with_for_update()
     updates = []
+    # CHAR(n) comes back blank-padded; the database ignores the padding (length, comparisons),
+    # so Python must too, or it masks spaces and never sees a constant as done
+    padded = {c for c in cols if isinstance(t.c[c].type, sa.CHAR)}
     for row in conn.execute(q):
-        key, values = row[0], row[1:]
+        key, values = row[0], tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
+                                    for c, v in zip(cols, row[1:]))
         if all(variant.strategies[c].done(v) for c, v in zip(cols, values)):
             continue
         new = {f"v_{c}": (v if variant.strategies[c].done(v) else variant.strategies[c].apply(v))

@@ -196,11 +196,6 @@ def test_failed_run_counts_still_add_up(sqlite_shop):
 
 # --- anonymize strategies -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "anonymize/strategies.py RedactEmail: the output is always 1 + 4 + len(domain part), longer "
-    "than the input when the local part has fewer than 4 characters ('a@x.com' 7 -> 11), but "
-    "_conflicts ignores the column length, so retention check passes and the run fails on a "
-    "PostgreSQL VARCHAR(n) (or silently overfills a SQLite one)."))
 def test_redact_email_never_outgrows_a_column_that_check_accepted():
     strategy = build("redact_email")
     column = ColumnInfo("contact", sa.String(8), length=8)
@@ -209,11 +204,6 @@ def test_redact_email_never_outgrows_a_column_that_check_accepted():
     assert strategy.conflicts(column) or len(strategy.apply(value)) <= 8
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "anonymize/generalize.py Generalize._ip_network treats IPv4-mapped IPv6 text (how dual-stack "
-    "servers log IPv4 clients: '::ffff:10.2.3.4') as IPv6 and applies ipv6_prefix to all 128 bits: "
-    "/48 turns every such client into '::' (the /16 network the policy keeps is lost), and a long "
-    "ipv6_prefix keeps more of the IPv4 address than ipv4_prefix allows."))
 def test_ipv4_mapped_addresses_are_generalized_with_the_ipv4_prefix():
     root = build({"strategy": "generalize", "ipv4_prefix": 16, "ipv6_prefix": 48})
     assert root.apply("::ffff:10.2.3.4") in ("10.2.0.0", "::ffff:10.2.0.0")
@@ -223,10 +213,6 @@ def test_ipv4_mapped_addresses_are_generalized_with_the_ipv4_prefix():
 
 # --- config ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "config.split_table splits 'db.table' at the first dot, but [databases.NAME] accepts a NAME "
-    "with a dot; such a database can never be referenced, and the error blames the rule "
-    "(\"unknown database 'my' ... (databases: my.db, shop)\") instead of the database name."))
 def test_database_name_with_a_dot_is_usable_or_rejected_where_it_is_declared(sqlite_shop):
     shop = sqlite_shop
     policy = shop.policy(f"""
@@ -274,10 +260,6 @@ max_fraction = 1.0
     return engine, t, str(path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Strategy.done (Python path) compares apply(v) == v, but PostgreSQL returns CHAR(n) values "
-    "blank-padded: 'deleted' never equals 'deleted             ', so every run rewrites the row "
-    "again (the SQL path's done_sql compares bpchar and is fine). The second run must touch nothing."))
 def test_constant_on_char_column_is_idempotent_on_the_python_path(pg_url, tmp_path):
     engine, _t, policy = _char_table(pg_url, tmp_path, 'columns.card = { strategy = "constant", value = "deleted" }\n'
                                                        'columns.holder = "hash"')
@@ -290,10 +272,6 @@ def test_constant_on_char_column_is_idempotent_on_the_python_path(pg_url, tmp_pa
     assert outcome(second, "cards").touch == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Mask on a PostgreSQL CHAR(n): the Python path masks the blank padding too, so keep_last=4 keeps "
-    "4 spaces and hides the card's last 4 digits, while the SQL path (length() of bpchar ignores "
-    "the padding) keeps '1111'; the spec requires both paths to give identical results."))
 def test_mask_on_char_column_same_on_sql_and_python_paths(pg_url, tmp_path):
     engine, t, policy = _char_table(pg_url, tmp_path, 'columns.card = { strategy = "mask", keep_last = 4 }')
     results = []

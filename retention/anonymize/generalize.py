@@ -147,6 +147,10 @@ class Generalize(Strategy):
             ip = ipaddress.ip_interface(value).ip
         except ValueError:
             raise ValueError(f"{self.describe()}: a value is not an IPv4 or IPv6 address") from None
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            # how dual-stack servers log IPv4 clients: an IPv4 address, so the IPv4 prefix applies
+            v4 = ipaddress.ip_network((ip.ipv4_mapped, self.ipv4_prefix), strict=False).network_address
+            return f"::ffff:{v4}"
         prefix = self.ipv4_prefix if ip.version == 4 else self.ipv6_prefix
         net = ipaddress.ip_network((ip, prefix), strict=False).network_address
         return str(net) if net.version == 4 else _ipv6_text(net)

@@ -193,12 +193,13 @@ class Mask(Strategy):
 
 
 class RedactEmail(Strategy):
-    """Keep an e-mail's domain and the local part's first character, then ``****``.
+    """Keep an e-mail's domain and the local part's first character; star the rest.
 
-    Always four stars, whatever the local part's length, so the length leaks
-    nothing: ``alice@x.com`` -> ``a****@x.com``, ``al@x.com`` -> ``a****@x.com``.
-    The split is at the last ``@``; an empty local part gives ``*****@x.com``;
-    a value without ``@`` is masked entirely (``*`` per character).
+    ``alice@x.com`` -> ``a****@x.com``: at most four stars, so long local parts
+    all look alike, and never longer than the input, so the result fits any
+    column the address fitted (``al@x.com`` -> ``a*@x.com``, ``a@x.com`` ->
+    ``*@x.com``).  The split is at the last ``@``; a value without ``@`` is
+    masked entirely (``*`` per character).
 
     TOML::
 
@@ -213,16 +214,25 @@ class RedactEmail(Strategy):
         at = value.rfind("@")
         if at < 0:
             return "*" * len(value)
-        return (value[:1] if at else "*") + "****" + value[at:]
+        if at <= 1:
+            return "*" * at + value[at:]
+        return value[:1] + "*" * (min(at, 5) - 1) + value[at:]
 
     def sql(self, col, impl):
         at = impl.last_position(col, "@")  # 1-based; 0 when absent
-        stars = impl.repeat_text(sa.literal("*", sa.String), sa.func.length(col))
-        if at is None or stars is None:
+        if at is None:
             return None
-        head = sa.case((at == 1, sa.literal("*", sa.String)), else_=sa.func.substr(col, 1, 1, type_=sa.String))
-        redacted = head.concat(sa.literal("****", sa.String)).concat(sa.func.substr(col, at, type_=sa.String))
-        return sa.case((at == 0, stars), else_=redacted)
+        n = at - 1                          # length of the local part
+        star = sa.literal("*", sa.String)
+        stars_all = impl.repeat_text(star, sa.func.length(col))
+        stars_short = impl.repeat_text(star, n)
+        stars_tail = impl.repeat_text(star, sa.case((n > 5, 4), else_=n - 1))
+        if stars_all is None or stars_short is None or stars_tail is None:
+            return None
+        domain = sa.func.substr(col, at, type_=sa.String)
+        head = sa.case((n <= 1, stars_short),
+                       else_=sa.func.substr(col, 1, 1, type_=sa.String).concat(stars_tail))
+        return sa.case((at == 0, stars_all), else_=head.concat(domain))
 
     def _conflicts(self, column):
         label = "strategy 'redact_email'"
