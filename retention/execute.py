@@ -145,13 +145,20 @@ def _not_done(plan: RulePlan, variant: Variant) -> sa.ColumnElement:
     return sa.not_(sa.and_(sa.true(), *(s.done_sql(col[c], plan.impl) for c, s in variant.strategies.items())))
 
 
-def _children(plan: RulePlan, step: CascadeStep, parents: tuple[sa.Table, sa.ColumnElement]
-              ) -> tuple[sa.Table, sa.ColumnElement]:
-    """The child rows ``step`` reaches from the parent rows ``parents`` = (table, where)."""
+def _children(plan: RulePlan, step: CascadeStep, parents: tuple[sa.Table, sa.ColumnElement],
+              keys: list | None = None) -> tuple[sa.Table, sa.ColumnElement]:
+    """The child rows ``step`` reaches from the parent rows ``parents`` = (table, where).
+
+    With the batch's locked parent ``keys`` and a foreign key to the parent's
+    primary key, the keys are bound directly: a subquery here can make
+    PostgreSQL hash-join a full scan of the child table on every batch.
+    """
     ptable, pwhere = parents
     child = plan_table(plan, step.fk.child)
-    keys = sa.select(ptable.c[step.fk.parent_column]).where(pwhere)
-    return child, child.c[step.fk.column].in_(keys)
+    if keys is not None and ptable is plan.table.table and step.fk.parent_column == plan.pk.name:
+        return child, child.c[step.fk.column].in_(keys)
+    parent_values = sa.select(ptable.c[step.fk.parent_column]).where(pwhere)
+    return child, child.c[step.fk.column].in_(parent_values)
 
 
 def plan_table(plan: RulePlan, key: str) -> sa.Table:
@@ -381,7 +388,7 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
         keys = [k for (k,) in conn.execute(keys_q)]
         if not keys:
             return 0
-        _cascade(conn, plan, plan.cascade, (t, plan.pk.in_(keys)), cascaded)
+        _cascade(conn, plan, plan.cascade, (t, plan.pk.in_(keys)), cascaded, keys)
         return conn.execute(sa.delete(t).where(plan.pk.in_(keys))).rowcount
     if action == "restrict":
         col = plan.rule.restrict_column
@@ -396,10 +403,10 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
     return total
 
 
-def _cascade(conn: Connection, plan: RulePlan, steps, parents, cascaded: dict) -> None:
+def _cascade(conn: Connection, plan: RulePlan, steps, parents, cascaded: dict, keys: list | None = None) -> None:
     """Children deepest first, so no statement ever leaves a dangling reference."""
     for step in steps:
-        child, link = _children(plan, step, parents)
+        child, link = _children(plan, step, parents, keys)
         if step.children:
             _cascade(conn, plan, step.children, (child, link), cascaded)
         key = cascade_key(step)
