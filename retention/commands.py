@@ -20,12 +20,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ConfigErrors
-from retention.execute import ExecOptions, Simulation, Transactions, describe_error, execute_rule
+from retention.execute import ExecOptions, describe_error, execute_rule
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
 from retention.report.model import Report
-from retention.schema import Binding, Catalog, bind, make_engine
-from retention.timectx import TimeContext, utcnow
+from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, resolve_column_path
+from retention.timectx import TimeContext, is_date_only, utcnow
+from retention.transactions import Simulation, Transactions
 
 log = structlog.get_logger("retention")
 
@@ -123,8 +124,6 @@ def _compile_check(s: Session, p: RulePlan) -> None:
 
 def _check_clock_values(s: Session, plans: list[RulePlan]) -> None:
     """Refuse clocks whose stored values the engine would compare wrongly (SQLite text)."""
-    from retention.schema import is_temporal, resolve_column_path
-    from retention.timectx import is_date_only
     uses: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for p in plans:
         cp = resolve_column_path(s.binding.catalog, p.rule.table, p.rule.clock)

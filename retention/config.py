@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
+from retention.anonymize import StrategyParamError, build
 from retention.durations import Duration, DurationError, parse_duration
 from retention.errors import ConfigError, ConfigErrors
 
@@ -430,7 +431,6 @@ def _cross_check(model: PolicyFile, path: str) -> None:
     for ref in model.tables:
         check_table(ref, f'[tables."{ref}"]', "table")
     seen: set[str] = set()
-    from retention.anonymize import StrategyParamError, build
     for rule in model.rules:
         where = f"rule '{rule.name}'"
         if rule.name in seen:

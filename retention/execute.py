@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -29,12 +28,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Settings
-from retention.dialects import impl_for
 from retention.errors import RetentionError
 from retention.log import Progress, progress
 from retention.plan import CascadeStep, RulePlan, Variant
 from retention.report.model import Cascade, Guard, Protection, RuleOutcome
 from retention.timectx import TimeContext
+from retention.transactions import Transactions
 
 log = structlog.get_logger("retention.execute")
 
@@ -46,84 +45,6 @@ class ExecOptions:
     force_python: bool = False     # anonymize in Python even where SQL could (tests compare both)
     show_sql: bool = False
     batch_size: int = 5000         # dry-run scans (anonymize in Python) read this many rows at a time
-
-
-# --- transactions ---------------------------------------------------------------
-
-class Transactions:
-    """Where reads and batches run: their own connection and transaction each (a run)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.impl = impl_for(engine)
-
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            self.impl.hint_unlocked_reads(conn)
-            try:
-                yield conn
-            finally:
-                self.impl.clear_hints(conn)
-                conn.rollback()
-
-    @contextmanager
-    def batch(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            self.impl.hint_write(conn)
-            try:
-                with conn.begin():
-                    yield conn
-            finally:
-                self.impl.clear_hints(conn)
-
-
-class SimulationBroken(RetentionError):
-    """The database ended a simulation's transaction on its own: stop before anything commits."""
-
-
-class Simulation(Transactions):
-    """Everything on one connection inside one transaction that is rolled back at the end.
-
-    Each read and batch is a savepoint, so a failing one unwinds as it would in
-    a run, and each rule sees what the earlier rules did: the numbers are
-    exactly a run's.  The price is a long transaction holding every lock a run
-    would take, until the end: use it on a copy, or when the tables are quiet.
-
-    Before every savepoint it checks that the database still has the outer
-    transaction open: a savepoint outside a transaction would start one, and
-    releasing it would commit.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.conn = engine.connect()
-        self.impl.hint_write(self.conn)
-        self.outer = self.conn.begin()
-        self.broken = False
-
-    @contextmanager
-    def _savepoint(self) -> Iterator[Connection]:
-        if self.broken or not self.impl.in_transaction(self.conn):
-            self.broken = True
-            raise SimulationBroken("the database ended the simulation's transaction on its own "
-                                   "(a trigger or conflict clause rolled it back); stopped so that nothing "
-                                   "is committed")
-        with self.conn.begin_nested():
-            yield self.conn
-
-    def read(self):
-        return self._savepoint()
-
-    def batch(self):
-        return self._savepoint()
-
-    def close(self) -> None:
-        try:
-            self.outer.rollback()
-        finally:
-            self.impl.clear_hints(self.conn)
-            self.conn.close()
 
 
 # --- counting -----------------------------------------------------------------

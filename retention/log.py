@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO, TypeVar
+from urllib.parse import quote, unquote
 
 import structlog
 from structlog.dev import plain_traceback
@@ -65,7 +66,6 @@ def url_secret(url: str) -> str | None:
 
 def redact(text: str, secret: str | None) -> str:
     """``text`` with ``secret`` (raw, percent-encoded or -decoded) and every URL password masked."""
-    from urllib.parse import quote, unquote
     if secret:
         for form in sorted({secret, quote(secret, safe=""), unquote(secret)}, key=len, reverse=True):
             if form:

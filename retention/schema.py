@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -117,7 +118,7 @@ def column_info(table: sa.Table, name: str) -> ColumnInfo:
 
 def is_temporal(col: sa.Column) -> bool:
     try:
-        return col.type.python_type in (__import__("datetime").datetime, __import__("datetime").date)
+        return col.type.python_type in (datetime, date)
     except NotImplementedError:
         return False
 

@@ -1,0 +1,94 @@
+"""Where the job's statements run: per-batch transactions for a run, one rolled-back
+transaction for a simulation.
+
+A run reads on its own connection (without holding locks across statements
+where the engine would) and commits each batch in its own transaction, taking
+the write lock first where that matters (SQLite).  A simulation runs
+everything on one connection inside one transaction that is rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import Connection, Engine
+
+from retention.dialects import impl_for
+from retention.errors import RetentionError
+
+
+class Transactions:
+    """Where reads and batches run: their own connection and transaction each (a run)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.impl = impl_for(engine)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            self.impl.hint_unlocked_reads(conn)
+            try:
+                yield conn
+            finally:
+                self.impl.clear_hints(conn)
+                conn.rollback()
+
+    @contextmanager
+    def batch(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            self.impl.hint_write(conn)
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                self.impl.clear_hints(conn)
+
+
+class SimulationBroken(RetentionError):
+    """The database ended a simulation's transaction on its own: stop before anything commits."""
+
+
+class Simulation(Transactions):
+    """Everything on one connection inside one transaction that is rolled back at the end.
+
+    Each read and batch is a savepoint, so a failing one unwinds as it would in
+    a run, and each rule sees what the earlier rules did: the numbers are
+    exactly a run's.  The price is a long transaction holding every lock a run
+    would take, until the end: use it on a copy, or when the tables are quiet.
+
+    Before every savepoint it checks that the database still has the outer
+    transaction open: a savepoint outside a transaction would start one, and
+    releasing it would commit.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.conn = engine.connect()
+        self.impl.hint_write(self.conn)
+        self.outer = self.conn.begin()
+        self.broken = False
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[Connection]:
+        if self.broken or not self.impl.in_transaction(self.conn):
+            self.broken = True
+            raise SimulationBroken("the database ended the simulation's transaction on its own "
+                                   "(a trigger or conflict clause rolled it back); stopped so that nothing "
+                                   "is committed")
+        with self.conn.begin_nested():
+            yield self.conn
+
+    def read(self):
+        return self._savepoint()
+
+    def batch(self):
+        return self._savepoint()
+
+    def close(self) -> None:
+        try:
+            self.outer.rollback()
+        finally:
+            self.impl.clear_hints(self.conn)
+            self.conn.close()
