@@ -115,7 +115,7 @@ def _compile_check(s: Session, p: RulePlan) -> None:
         with engine.connect() as conn:
             # the database prepares the rule's full predicate but returns no row (LIMIT 0):
             # a where_sql typo or a clock path the engine rejects shows here, before anything runs
-            conn.execute(sa.select(p.pk).where(p.work).limit(0)).all()
+            conn.execute(sa.select(p.pk).where(p.work).suffix_with(sa.text("LIMIT 0"))).all()
             conn.rollback()
     except SQLAlchemyError as e:
         raise ConfigErrors([s.config.error(f"the rule's SQL does not run: {describe_error(e)}",

@@ -176,11 +176,22 @@ def _ranges(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, size: int)
         lo = hi
 
 
-def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int):
+def _bound_query(plan: RulePlan, pred: sa.ColumnElement, lo, size) -> sa.Select:
+    """The largest key among the next ``size`` rows after ``lo`` that match ``pred``.
+
+    The LIMIT is written as a suffix: SQLAlchemy's SQLite dialect would add
+    ``OFFSET 0`` to a ``.limit()``, and the job never uses OFFSET, not even a
+    harmless one, so ``--sql`` shows exactly what runs.
+    """
     pk = plan.pk
     cond = [pred] if lo is None else [pk > lo, pred]
-    sub = sa.select(pk.label("k")).where(*cond).order_by(pk).limit(size).subquery()
-    return conn.execute(sa.select(sa.func.max(sub.c.k))).scalar()
+    limit = sa.text(f"LIMIT {int(size)}") if isinstance(size, int) else sa.text("LIMIT :batch_size")
+    sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(limit).subquery()
+    return sa.select(sa.func.max(sub.c.k))
+
+
+def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int):
+    return conn.execute(_bound_query(plan, pred, lo, size)).scalar()
 
 
 def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
@@ -402,8 +413,7 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
         text = str(stmt.compile(dialect=dialect)).strip()
         return text.replace("(__[POSTCOMPILE_keys])", "(<this batch's locked keys>)") + ";"
 
-    out = [show(sa.select(sa.func.max(sa.select(plan.pk.label("k")).where(plan.pk > lo, plan.work)
-                                      .order_by(plan.pk).limit(sa.bindparam("batch_size")).subquery().c.k)))]
+    out = [show(_bound_query(plan, plan.work, lo, None))]
     action = plan.rule.action
     if action == "delete" and not plan.cascade:
         out.append(show(sa.delete(t).where(rng, plan.work)))

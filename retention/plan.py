@@ -169,7 +169,7 @@ class Planner:
                 parts.append(sa.and_(present, col.in_([val(v) for v in cond.in_])))
             if cond.not_in is not None:
                 parts.append(sa.or_(col.is_(None), col.not_in([val(v) for v in cond.not_in])))
-        return sa.and_(sa.true(), *parts)
+        return sa.and_(*parts) if parts else sa.true()
 
     def _value(self, col: sa.ColumnElement, v):
         if isinstance(v, datetime):

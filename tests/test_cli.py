@@ -611,3 +611,11 @@ def test_a_password_in_the_url_query_is_masked_too(tmp_path):
     result = invoke("-c", str(policy), "check", env={"SHOP_DATABASE_URL": url})
     assert result.exit_code == 2
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_no_statement_uses_offset(shop, policy):
+    # keyset batches only: not even SQLAlchemy's harmless 'OFFSET 0' on SQLite
+    result = invoke("-c", policy, "--now", NOW, "plan", "--sql", "--format", "json")
+    statements = [s for r in json.loads(result.stdout)["rules"] for s in r["statements"]]
+    assert statements and not any("OFFSET" in s.upper() for s in statements)
+    assert any("LIMIT" in s for s in statements)
