@@ -237,15 +237,20 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             out.touch, out.batches = 0, 0
             if plan.cascade:
                 out.cascades = list(empty_cascades(plan).values())
-            with progress(out.guard.rows, plan.rule.name) as bar:
-                _enforce(tx, plan, settings, ctx, opts, out, bar)
+            # the run does at most what was counted and guarded: rows that become workable
+            # meanwhile (a hold released, a row unblocked by this very rule) wait for the next run
+            if out.guard.rows:
+                with progress(out.guard.rows, plan.rule.name) as bar:
+                    _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows)
+            out.remaining = out.guard.rows - out.touch
     except (SQLAlchemyError, RetentionError, ValueError, TypeError, ArithmeticError) as e:
         # a strategy meeting a value it cannot handle fails its rule; the others go on
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
         out.status, out.error = "failed", describe_error(e)
         # what the run meant to touch and did not (its committed batches are in touch)
-        out.remaining = max(0, out.due - out.protected_total - out.unchanged - out.touch)
+        out.remaining = max(0, out.guard.rows - out.touch) if out.guard.rows else \
+            max(0, out.due - out.protected_total - out.unchanged - out.touch)
     out.duration_seconds = round(time.monotonic() - started, 3)
     log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
              dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,
@@ -275,22 +280,25 @@ def describe_error(e: Exception) -> str:
 
 
 def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
-             opts: ExecOptions, out: RuleOutcome, bar: Progress) -> None:
-    """Run the batches, adding each committed batch's counts to ``out``."""
+             opts: ExecOptions, out: RuleOutcome, bar: Progress, limit: int) -> None:
+    """Run the batches, adding each committed batch's counts to ``out``; touch at most ``limit`` rows."""
     size = settings.batch_size
-    if plan.cascade and plan.impl.max_bind_params:
+    if _locks_parents(plan) and plan.impl.max_bind_params:
         size = min(size, plan.impl.max_bind_params)
     lines = dict(zip(empty_cascades(plan), out.cascades))
+    candidates, exact = _candidates(plan, opts)
     lo = None
-    while True:
+    while out.touch < limit:
         t0 = time.monotonic()
         cascaded = {key: 0 for key in lines}
+        allowance = limit - out.touch
         with tx.batch() as conn:
             plan.impl.apply_timeouts(conn, settings.lock_timeout, settings.statement_timeout)
-            hi = _next_bound(conn, plan, plan.work, lo, size)
+            # where every candidate row will be touched, the batch itself stops at the allowance
+            hi = _next_bound(conn, plan, candidates, lo, max(1, min(size, allowance)) if exact else size)
             if hi is None:
                 break
-            touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded)
+            touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded, allowance)
         # committed: only now does the batch count
         out.touch += touched
         bar.advance(touched)
@@ -307,17 +315,38 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
         log.debug("batch", rule=plan.rule.name, lo=lo, hi=hi, size=size, seconds=round(elapsed, 3))
 
 
+def _candidates(plan: RulePlan, opts: ExecOptions) -> tuple[sa.ColumnElement, bool]:
+    """The rows batches walk over, and whether each of them will be touched.
+
+    Deletes and restricts touch every ``work`` row.  Anonymize rows may
+    already be done; where SQL can tell (every variant on the SQL path), done
+    rows are left out so batches never rescan them.
+    """
+    if plan.rule.action != "anonymize":
+        return plan.work, True
+    if all(_sql_path(plan, v, opts) for v in plan.variants):
+        todo = sa.or_(*(sa.and_(v.predicate, _not_done(plan, v)) for v in plan.variants))
+        return sa.and_(plan.work, todo), True
+    return plan.work, False
+
+
 def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
-           rng: sa.ColumnElement, cascaded: dict) -> int:
+           rng: sa.ColumnElement, cascaded: dict, allowance: int | None = None) -> int:
     t = plan.table.table
     action = plan.rule.action
     if action == "delete":
-        if not plan.cascade:
+        if not _locks_parents(plan):
             return conn.execute(sa.delete(t).where(rng, plan.work)).rowcount
         keys_q = sa.select(plan.pk).where(rng, plan.work)
         if plan.impl.supports_for_update:
-            keys_q = keys_q.with_for_update()
-        keys = [k for (k,) in conn.execute(keys_q)]
+            keys = [k for (k,) in conn.execute(keys_q.with_for_update())]
+            # A child committed while FOR UPDATE waited for its parent's lock is not in that
+            # statement's snapshot. Now that the parents are locked no new child can arrive:
+            # a fresh look (READ COMMITTED) keeps only the parents that are still work.
+            if keys:
+                keys = [k for (k,) in conn.execute(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work))]
+        else:
+            keys = [k for (k,) in conn.execute(keys_q)]
         if not keys:
             return 0
         _cascade(conn, plan, plan.cascade, (t, plan.pk.in_(keys)), cascaded, keys)
@@ -331,8 +360,14 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
         if _sql_path(plan, variant, opts):
             total += _anonymize_sql(conn, plan, variant, rng, ctx)
         else:
-            total += _anonymize_python(conn, plan, variant, rng, ctx)
+            left = None if allowance is None else allowance - total
+            total += _anonymize_python(conn, plan, variant, rng, ctx, left)
     return total
+
+
+def _locks_parents(plan: RulePlan) -> bool:
+    """Deletes that touch other tables' rows, or that children may block, lock their keys first."""
+    return bool(plan.cascade) or any(p.kind == "children" for p in plan.protectors)
 
 
 def _cascade(conn: Connection, plan: RulePlan, steps, parents, cascaded: dict, keys: list | None = None) -> None:
@@ -367,7 +402,7 @@ def _anonymize_sql(conn: Connection, plan: RulePlan, variant: Variant, rng, ctx:
 
 
 def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
-                      ctx: TimeContext | None) -> int:
+                      ctx: TimeContext | None, allowance: int | None = None) -> int:
     """Read one batch, anonymize in Python, write back the rows that change.
 
     With ``ctx=None`` it only counts (the dry-run path): the same selection and
@@ -393,6 +428,10 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
         updates.append(new)
     if ctx is None or not updates:
         return len(updates)
+    if allowance is not None:
+        updates = updates[:max(0, allowance)]     # never more than the run counted and guarded
+        if not updates:
+            return 0
     values = {c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in cols}
     values.update(_mark_values(plan, variant, ctx))
     conn.execute(sa.update(t).where(plan.pk == sa.bindparam("k_pk")).values(values), updates)
@@ -415,12 +454,14 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
 
     out = [show(_bound_query(plan, plan.work, lo, None))]
     action = plan.rule.action
-    if action == "delete" and not plan.cascade:
+    if action == "delete" and not _locks_parents(plan):
         out.append(show(sa.delete(t).where(rng, plan.work)))
     elif action == "delete":
         keys = sa.bindparam("keys", expanding=True)
         sel = sa.select(plan.pk).where(rng, plan.work)
         out.append(show(sel.with_for_update() if plan.impl.supports_for_update else sel))
+        if plan.impl.supports_for_update:
+            out.append(show(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work)))
 
         def walk(steps, parents):
             for step in steps:

@@ -196,11 +196,6 @@ def test_pg_interrupted_simulation_leaves_no_transaction_or_lock(pg_shop, monkey
 
 # --- 3. report honesty under change ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.execute_rule: the guard is checked against count_rule's numbers, then _enforce runs "
-    "batches until `work` is empty, with no limit; rows that become workable after counting (a hold "
-    "released, an import of old rows, a clock backfill) are enforced past max_rows, and the report "
-    "then says touch > due - protected"))
 def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(shop, monkeypatch):
     for i in range(1, 6):
         shop.user(i)
@@ -222,10 +217,6 @@ def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(sho
     assert out.touch <= 2 and adds_up(out)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.execute_rule: on success `unchanged` and `remaining` keep their pre-enforcement values "
-    "while `touch` becomes what was committed; rows that stopped being due during the run (an account "
-    "reopened) vanish from the report, so due != protected + touch + unchanged + remaining"))
 def test_counts_add_up_when_rows_stop_being_due_during_the_run(shop, monkeypatch):
     for i in range(1, 5):
         shop.user(i, status="closed", closed_at=OLD)
@@ -260,10 +251,6 @@ GIFTS = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute._enforce: a batch re-evaluates `work`, so a row the count saw blocked (recipient of a gift) "
-    "is deleted once an earlier batch of the same rule cascaded the blocking child away (the giver's "
-    "gift); the dry run said 1 row and 1 protected by children, the run deletes 2"))
 def test_dry_run_equals_run_when_a_batch_unblocks_a_later_row_of_the_same_rule(shop):
     _gifts(shop)
     shop.user(1, status="closed", closed_at=OLD)      # gives a gift to user 2
