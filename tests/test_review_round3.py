@@ -82,18 +82,10 @@ def adds_up(out) -> bool:
 
 # --- 1. concurrency (PostgreSQL, READ COMMITTED) ----------------------------------------------
 
-@pytest.mark.parametrize("ondelete", [
-    pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=(
-        "execute._batch: the FOR UPDATE that locks the batch's parents evaluates the 'block' "
-        "children test in its statement snapshot; a child committed while it waited for the row "
-        "lock is not seen, the parent stays in `keys`, and the final DELETE hits the foreign key: "
-        "the whole batch rolls back and the rule fails because of one benign application insert "
-        "(re-select `pk IN keys AND work` after locking: a fresh READ COMMITTED snapshot)"))),
-    pytest.param("CASCADE", marks=pytest.mark.xfail(strict=True, reason=(
-        "execute._batch: same race, but with a database ON DELETE CASCADE the parent's DELETE "
-        "silently deletes the new 'block' child (unreported, uncounted): the policy said the child "
-        "keeps its parent"))),
-])
+# A child committed while the batch's FOR UPDATE waited for its parent's lock is not in that
+# statement's snapshot: the batch must re-check after locking, or the parent's delete fails the
+# batch (plain FK) or silently takes the child with it (ON DELETE CASCADE in the schema).
+@pytest.mark.parametrize("ondelete", [None, "CASCADE"])
 def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_shop, monkeypatch, ondelete):
     shop = pg_shop
     notes = sa.Table("notes", shop.md,
