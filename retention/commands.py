@@ -85,6 +85,8 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
         for engine in engines.values():
             engine.dispose()
         raise
+    for warning in binding.warnings:
+        log.warning("policy", message=warning)
     ctx = TimeContext.create(config.settings.tz, now or utcnow())
     return Session(config, engines, binding, ctx)
 

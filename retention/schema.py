@@ -389,9 +389,52 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
         for col_name in floor.columns or []:
             column(bound, col_name, where, "columns")
 
+    if not errors:
+        _check_rules_together(b, err)
     if errors:
         raise ConfigErrors(errors)
     return b
+
+
+def _check_rules_together(b: Binding, err) -> None:
+    """What no single rule shows: rules that would undo each other, rows that could never fall due."""
+    anonymize = [r for r in b.config.rules if r.action == "anonymize" and r.enabled]
+    writers: dict[tuple[str, str], tuple[str, str]] = {}
+    marks: dict[tuple[str, str], tuple[str, frozenset]] = {}
+    for rule in anonymize:
+        where = f"rule '{rule.name}'"
+        for column, strategy in b.strategies.get(rule.name, {}).items():
+            first = writers.setdefault((rule.table, column), (rule.name, strategy.describe()))
+            # NULL is done for every strategy, so 'null' settles with anything
+            if first[1] != strategy.describe() and "null" not in (first[1], strategy.name):
+                err(f"rule '{first[0]}' also anonymizes this column, as {first[1]}: the two would "
+                    "overwrite each other on every run; use one strategy", where, f"columns.{column}")
+        if rule.mark:
+            cols = frozenset(rule.columns)
+            first = marks.setdefault((rule.table, rule.mark), (rule.name, cols))
+            if first[1] != cols:
+                err(f"rule '{first[0]}' sets the same mark for other columns: a row one rule marked "
+                    "would count as done for the other; give each rule its own mark column", where, "mark")
+    for rule in b.config.rules:
+        try:
+            cp = resolve_column_path(b.catalog, rule.table, rule.clock)
+        except LookupError:
+            continue
+        for fk in cp.hops:
+            if b.parent_action(fk) == "detach":
+                b.warnings.append(
+                    f"rule '{rule.name}': its clock goes through {fk.child}.{fk.column}, which a delete "
+                    f"cascade may detach (on_parent_delete = \"detach\"): detached rows have no clock and "
+                    f"never fall due under this rule")
+    delete_tables = {r.table for r in b.config.rules if r.action == "delete" and r.enabled}
+    for parent in sorted(delete_tables):
+        children = b.catalog.children_of(parent)
+        for child in sorted({fk.child for fk in children}):
+            actions = {b.parent_action(fk) for fk in children if fk.child == child}
+            if "delete" in actions and "block" in actions:
+                b.warnings.append(
+                    f"{child} references {parent} twice, one key deleting and one blocking: deleting one "
+                    f"row of {parent} can unblock another, which the next run then deletes")
 
 
 def _check_cycles(b: Binding, start: str, where: str, err) -> None:
