@@ -26,6 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from pgserver import ExistingServer, PostgresServer, PostgresUnavailable  # noqa: E402
+from tests.shopkit import Shop  # noqa: E402
 
 PG_URL_ENV = "RETENTION_TEST_PG_URL"
 _PG_FIXTURES = ("pg_url", "pg_server")
@@ -114,3 +115,29 @@ def backend(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'app.db'}"
     else:
         yield request.getfixturevalue("pg_url")
+
+
+# -- scenario shops (tests/shopkit.py): one empty shop schema per test -----------------------------
+
+@pytest.fixture
+def shop(backend, tmp_path):
+    """An empty scenario shop on each backend (SQLite and PostgreSQL)."""
+    s = Shop(backend, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_shop(tmp_path):
+    """An empty scenario shop on SQLite only (for SQLite-specific behaviour)."""
+    s = Shop(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def pg_shop(pg_url, tmp_path):
+    """An empty scenario shop on PostgreSQL only."""
+    s = Shop(pg_url, tmp_path)
+    yield s
+    s.close()

@@ -12,6 +12,45 @@ from retention import commands
 
 HASH_ENV = {"RETENTION_HASH_KEY": "test-key"}
 
+# policy fragments many scenarios share (Shop.policy dedents, so indentation does not matter)
+HOLDS = """
+[[holds]]
+name = "litigation"
+table = "shop.legal_holds"
+subject = "customer"
+subject_column = "user_id"
+active_where = { released_at = { is_null = true } }
+"""
+
+LOGS_PURGE = """
+[[rules]]
+name = "logs-purge"
+table = "shop.logs"
+clock = "created_at"
+after = "1d"
+action = "delete"
+max_fraction = 1.0
+"""
+
+FLOOR_ORDERS = """
+[[rules]]
+name = "orders-purge"
+table = "shop.orders"
+clock = "completed_at"
+after = "1d"
+action = "delete"
+max_fraction = 1.0
+
+[tables."shop.order_items"]
+on_parent_delete = "delete"
+
+[[floors]]
+name = "ecommerce-law-3y"
+table = "shop.orders"
+clock = "completed_at"
+keep = "3y"
+"""
+
 
 def schema(md: sa.MetaData) -> None:
     sa.Table("users", md,

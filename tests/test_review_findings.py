@@ -14,18 +14,11 @@ import sqlalchemy as sa
 
 from retention import commands
 from retention.errors import ConfigError
-from tests.shopkit import HASH_ENV, Shop, cascades, outcome
+from tests.shopkit import FLOOR_ORDERS, HASH_ENV, Shop, cascades, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
-
-
-@pytest.fixture
-def shop(backend, tmp_path):
-    s = Shop(backend, tmp_path)
-    yield s
-    s.close()
 
 
 def extra_tables(shop: Shop, *tables) -> sa.MetaData:
@@ -291,23 +284,6 @@ def test_a_strategy_error_fails_its_rule_and_the_others_still_run(shop):
 
 
 # --- time ----------------------------------------------------------------------------
-
-FLOOR_ORDERS = """
-[[rules]]
-name = "orders-purge"
-table = "shop.orders"
-clock = "completed_at"
-after = "1d"
-action = "delete"
-max_fraction = 1.0
-
-[[floors]]
-name = "ecommerce-law-3y"
-table = "shop.orders"
-clock = "completed_at"
-keep = "3y"
-"""
-
 
 def test_sqlite_timestamps_with_an_offset_are_refused_before_a_floor_can_release_early(tmp_path):
     # SQLite compares timestamps as text: '2023-06-15 10:00:00-05:00' (15:00 UTC) sorts before the

@@ -21,36 +21,11 @@ from retention.anonymize import build
 from retention.anonymize.base import ColumnInfo
 from retention.errors import ConfigError
 from retention.report import render
-from tests.shopkit import HASH_ENV, Shop, outcome
+from tests.shopkit import HASH_ENV, LOGS_PURGE, Shop, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
-
-
-@pytest.fixture
-def shop(backend, tmp_path):
-    s = Shop(backend, tmp_path)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def sqlite_shop(tmp_path):
-    s = Shop(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
-    yield s
-    s.close()
-
-
-LOGS_PURGE = """
-    [[rules]]
-    name = "logs-purge"
-    table = "shop.logs"
-    clock = "created_at"
-    after = "1d"
-    action = "delete"
-    max_fraction = 1.0
-"""
 
 
 # --- transactions -----------------------------------------------------------------------

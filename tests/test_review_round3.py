@@ -26,45 +26,12 @@ import sqlalchemy as sa
 
 from retention import commands, execute
 from retention.errors import ConfigError
-from tests.shopkit import HASH_ENV, Shop, cascades, outcome
+from tests.shopkit import HASH_ENV, HOLDS, LOGS_PURGE, Shop, cascades, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
 
-
-@pytest.fixture
-def shop(backend, tmp_path):
-    s = Shop(backend, tmp_path)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def pg_shop(pg_url, tmp_path):
-    s = Shop(pg_url, tmp_path)
-    yield s
-    s.close()
-
-
-HOLDS = """
-    [[holds]]
-    name = "litigation"
-    table = "shop.legal_holds"
-    subject = "customer"
-    subject_column = "user_id"
-    active_where = { released_at = { is_null = true } }
-"""
-
-LOGS_PURGE = """
-    [[rules]]
-    name = "logs-purge"
-    table = "shop.logs"
-    clock = "created_at"
-    after = "1d"
-    action = "delete"
-    max_fraction = 1.0
-"""
 
 USERS_PURGE = """
     [[rules]]

@@ -7,37 +7,10 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
-from tests.shopkit import Shop, cascades, outcome, protected
+from tests.shopkit import FLOOR_ORDERS, HOLDS, Shop, cascades, outcome, protected
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def shop(backend, tmp_path):
-    s = Shop(backend, tmp_path)
-    yield s
-    s.close()
-
-
-FLOOR_ORDERS = """
-[[rules]]
-name = "orders-purge"
-table = "shop.orders"
-clock = "completed_at"
-after = "1d"
-action = "delete"
-max_fraction = 1.0
-
-[tables."shop.order_items"]
-on_parent_delete = "delete"
-
-[[floors]]
-name = "ecommerce-law-3y"
-table = "shop.orders"
-clock = "completed_at"
-keep = "3y"
-"""
 
 
 def test_floor_protects_until_exactly_its_end_and_releases_one_second_later(shop):
@@ -91,16 +64,6 @@ def test_naive_timestamps_are_read_in_the_settings_timezone(shop):
     assert outcome(shop.run(shanghai, dry_run=True, now=now), "logs-1d").due == 1
     assert outcome(shop.run(utc, dry_run=True, now=now), "logs-1d").due == 0
     assert outcome(shop.run(shanghai, dry_run=True, now=now - timedelta(seconds=1)), "logs-1d").due == 0
-
-
-HOLDS = """
-[[holds]]
-name = "litigation"
-table = "shop.legal_holds"
-subject = "customer"
-subject_column = "user_id"
-active_where = { released_at = { is_null = true } }
-"""
 
 
 def test_a_hold_protects_the_subjects_rows_in_every_table_through_foreign_keys(shop):
