@@ -401,6 +401,44 @@ def _resolve_urls(model: PolicyFile, path: str, env: Mapping[str, str]) -> dict[
     return urls
 
 
+def where_sql_problem(text: str) -> str | None:
+    """Why ``text`` cannot be embedded as one boolean term, or None.
+
+    The job writes ``... AND (<where_sql>) AND NOT (<protected>)``: a fragment
+    that closes our parenthesis (``1=1) OR (1=1``), comments out the rest
+    (``--``, ``/*``) or starts another statement (``;``) could detach the rule
+    from its protection.  So, outside string literals and quoted names,
+    parentheses must balance and those tokens must not appear.
+    """
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in "'\"":
+            end = i + 1
+            while True:
+                end = text.find(ch, end)
+                if end < 0:
+                    return f"an unclosed {ch} quote"
+                if text[end + 1:end + 2] == ch:   # a doubled quote is an escaped quote
+                    end += 2
+                    continue
+                break
+            i = end + 1
+            continue
+        if text.startswith("--", i) or text.startswith("/*", i):
+            return "a comment ('--' or '/*')"
+        if ch == ";":
+            return "a ';' (one boolean expression only, not statements)"
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return "a ')' that closes more than it opened"
+        i += 1
+    return "an unclosed '('" if depth else None
+
+
 def split_table(ref: str) -> tuple[str, str]:
     """``"shop.users"`` -> ``("shop", "users")``."""
     db, _, table = ref.partition(".")
@@ -444,6 +482,9 @@ def _cross_check(model: PolicyFile, path: str) -> None:
                 key = f"columns.{column}" + (f".{e.key}" if e.key and e.key != "strategy" else "")
                 err(e.message, where, key)
         if rule.where_sql is not None:
+            problem = where_sql_problem(rule.where_sql)
+            if problem:
+                err(f"where_sql must be one boolean expression; it has {problem}", where, "where_sql")
             for token in re.findall(r":now_minus_([A-Za-z0-9_]+)", rule.where_sql):
                 try:
                     parse_duration(token)
