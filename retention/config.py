@@ -372,7 +372,7 @@ def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str]
     except OSError as e:
         raise ConfigError(f"cannot read the policy file: {e.strerror}", file=path) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))     # Windows editors write a byte-order mark
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"not valid TOML: {e}", file=path) from None
     try:
@@ -410,6 +410,12 @@ def where_sql_problem(text: str) -> str | None:
     from its protection.  So, outside string literals and quoted names,
     parentheses must balance and those tokens must not appear.
     """
+    # PostgreSQL's dollar quotes ($$...$$) and E'...' escapes hide quotes from this
+    # scanner; neither has a use in a retention condition, so neither is allowed
+    if "$" in text:
+        return "a '$' (dollar quoting is not allowed)"
+    if "\\" in text:
+        return "a backslash (escape strings are not allowed)"
     depth, i, n = 0, 0, len(text)
     while i < n:
         ch = text[i]

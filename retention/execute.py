@@ -269,6 +269,9 @@ def describe_error(e: Exception) -> str:
         return f"{type(e).__name__} while applying a strategy in Python (the value is not shown)"
     orig = getattr(e, "orig", None) or e
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code and str(code).upper().startswith("P0"):
+        # raised by the application's own trigger or function: its text may quote the row
+        return f"{type(orig).__name__} [{code}]: raised by a trigger or function in the database (message not shown)"
     first = (str(orig).strip().splitlines() or [""])[0]
     first = first.split("[SQL:")[0].strip()
     # a quoted literal can be a row value (SQLite: "... with text 'José@...'"); so can a

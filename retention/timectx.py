@@ -35,9 +35,20 @@ class TimeContext:
         return cls(now.astimezone(tz), tz)
 
     def cutoff(self, period: Duration, *, ahead_days: int = 0) -> datetime:
-        """``now + ahead_days - period`` on the calendar, in the run's time zone (aware)."""
-        moment = self.now + timedelta(days=ahead_days)
-        return period.before(moment)
+        """``now + ahead_days - period`` on the calendar, in the run's time zone (aware).
+
+        Past the calendar's ends the result is clamped: a cutoff before year 1
+        ("keep 5000y") is earlier than any clock, so nothing is due and a floor
+        protects everything, which is what such a period means.
+        """
+        try:
+            moment = self.now + timedelta(days=ahead_days)
+        except OverflowError:
+            moment = datetime(9999, 12, 30, tzinfo=self.tz)
+        try:
+            return period.before(moment)
+        except (OverflowError, ValueError):
+            return datetime(1, 1, 2, tzinfo=self.tz)
 
     def moment_for(self, col_type: sa.types.TypeEngine, moment: datetime):
         """``moment`` as the value a column of this type compares with."""

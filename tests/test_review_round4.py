@@ -175,10 +175,6 @@ def test_sqlite_delete_cascading_five_levels_runs(sqlite_shop):
 
 # -- where_sql -------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "config.where_sql_problem lexes only '...' and \"...\" quotes: PostgreSQL dollar quotes ($$'$$) and "
-    "E'' escapes (E'\\'') hide a ')' OR '(' from it, the fragment breaks out of its parentheses, and the "
-    "rule then matches rows that are not due and rows a hold protects"))
 @pytest.mark.parametrize("quote", ["$$'$$", "E'\\''"], ids=["dollar", "escape-string"])
 def test_pg_where_sql_cannot_break_out_of_its_parentheses_through_pg_quoting(pg_shop, quote):
     pg_shop.user(1, status="closed", closed_at=datetime(2020, 1, 1))     # held
@@ -206,10 +202,6 @@ where_sql = {json.dumps(where_sql)}
 
 # -- what reaches the report -----------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "execute.describe_error keeps the first line of any error and masks only quoted literals: a trigger's "
-    "RAISE EXCEPTION message (SQLSTATE P0001) quoting row values puts personal data into the report and "
-    "the JSON log"))
 def test_pg_trigger_message_with_row_values_stays_out_of_report_and_logs(pg_shop):
     with pg_shop.engine.begin() as c:
         c.exec_driver_sql("""CREATE FUNCTION keep_logs() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -222,9 +214,6 @@ def test_pg_trigger_message_with_row_values_stays_out_of_report_and_logs(pg_shop
     assert "203.0.113.77" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "report.text.clean only masks URL passwords: control characters in a basis (ESC sequences, BEL) reach "
-    "the terminal as they are, so a basis can erase or recolour report lines (e.g. hide a FAILED row)"))
 def test_text_report_neutralises_terminal_control_characters(sqlite_shop):
     basis = "kept 1 day\\u001b[1A\\u001b[2K\\u001b[32mall ok\\u0007"
     policy = sqlite_shop.policy(LOGS_PURGE.replace("max_fraction", f'basis = "{basis}"\nmax_fraction'))
@@ -234,10 +223,7 @@ def test_text_report_neutralises_terminal_control_characters(sqlite_shop):
 
 # -- clock arithmetic at the edges -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "calendar arithmetic overflows Python's datetime range (Duration.before, TimeContext.cutoff with the "
-    "365d forecast) and the OverflowError/ValueError escapes as a traceback with exit 1 ('a rule failed') "
-    "instead of exit 2 naming --now or the key"))
+# past the calendar's ends cutoffs clamp (nothing due, everything protected): no traceback
 @pytest.mark.parametrize("now, extra", [
     ("0001-01-01T00:00:00Z", ""),
     ("9999-12-31T00:00:00Z", ""),
@@ -248,15 +234,12 @@ def test_out_of_range_moments_are_reported_not_tracebacks(sqlite_shop, now, extr
     policy = sqlite_shop.policy(LOGS_PURGE + extra)
     for verb in ("check", "plan"):
         result = _invoke(policy, "--now", now, verb)
-        assert isinstance(result.exception, SystemExit), (verb, repr(result.exception))
+        assert result.exception is None or isinstance(result.exception, SystemExit), (verb, repr(result.exception))
         assert result.exit_code in (0, 2), (verb, result.exit_code)
 
 
 # -- policy file encoding ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "config.load_config decodes with 'utf-8', keeping a byte-order mark (Windows editors write one): "
-    "tomllib then says 'Invalid statement (at line 1, column 1)', which points at nothing visible"))
 def test_policy_file_with_a_utf8_bom_and_crlf_loads(sqlite_shop):
     path = Path(sqlite_shop.policy(LOGS_PURGE))
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))

@@ -29,6 +29,8 @@ markdown renderer so both say the same thing in the same words.
 
 from __future__ import annotations
 
+import re
+
 import unicodedata
 
 from retention.log import mask_url
@@ -177,9 +179,13 @@ def _n(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def clean(text: str) -> str:
-    """A free-text value (error, basis) safe to print: credentials masked."""
-    return mask_url(text)
+    """A free-text value (error, basis) safe to print: credentials masked, and control
+    characters shown as ``\\xNN`` so no text can move the cursor or recolour a terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", mask_url(text))
 
 
 # -- the renderer ------------------------------------------------------------
