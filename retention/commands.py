@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ConfigErrors
-from retention.execute import ExecOptions, describe_error, execute_rule
+from retention.execute import ExecOptions, cascade_selections, describe_error, execute_rule
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
 from retention.report.model import Report
@@ -118,9 +118,17 @@ def _compile_check(s: Session, p: RulePlan) -> None:
             # the database prepares the rule's full predicate but returns no row (LIMIT 0):
             # a where_sql typo or a clock path the engine rejects shows here, before anything runs
             conn.execute(sa.select(p.pk).where(p.work).suffix_with(sa.text("LIMIT 0"))).all()
+            # and the cascade's statements, whose nesting grows with its depth
+            for table, link in cascade_selections(p):
+                conn.execute(sa.select(sa.literal(1)).select_from(table).where(link)
+                             .suffix_with(sa.text("LIMIT 0"))).all()
             conn.rollback()
     except SQLAlchemyError as e:
-        raise ConfigErrors([s.config.error(f"the rule's SQL does not run: {describe_error(e)}",
+        detail = describe_error(e)
+        if "too complex" in detail or "stack overflow" in detail or "depth" in detail:
+            detail += " (the cascade under this table is too deep for the database's parser: " \
+                      "set on_parent_delete = \"block\" somewhere below it)"
+        raise ConfigErrors([s.config.error(f"the rule's SQL does not run: {detail}",
                                            f"rule '{p.rule.name}'", "where_sql" if p.rule.where_sql else "table")])
 
 

@@ -66,20 +66,36 @@ def _not_done(plan: RulePlan, variant: Variant) -> sa.ColumnElement:
     return sa.not_(sa.and_(sa.true(), *(s.done_sql(col[c], plan.impl) for c, s in variant.strategies.items())))
 
 
-def _children(plan: RulePlan, step: CascadeStep, parents: tuple[sa.Table, sa.ColumnElement],
-              keys: list | None = None) -> tuple[sa.Table, sa.ColumnElement]:
-    """The child rows ``step`` reaches from the parent rows ``parents`` = (table, where).
+@dataclass(frozen=True)
+class Roots:
+    """Where a cascade starts: rows of the rule's table, and their keys once a batch has locked them."""
 
-    With the batch's locked parent ``keys`` and a foreign key to the parent's
-    primary key, the keys are bound directly: a subquery here can make
-    PostgreSQL hash-join a full scan of the child table on every batch.
+    where: sa.ColumnElement
+    keys: list | None = None
+
+
+def _children(plan: RulePlan, path: tuple[CascadeStep, ...], roots: Roots) -> tuple[sa.Table, sa.ColumnElement]:
+    """The rows of ``path``'s last table that the cascade reaches from ``roots``.
+
+    Deeper levels join the whole path back to the rule's table in one flat
+    subquery: nesting one ``IN (SELECT ...)`` per level made SQLite's parser
+    overflow on cascades a few levels deep.  With the batch's locked keys and
+    a foreign key to the rule table's primary key, the keys are bound
+    directly: a subquery there can make PostgreSQL hash-join a full scan of
+    the child table on every batch.
     """
-    ptable, pwhere = parents
-    child = plan_table(plan, step.fk.child)
-    if keys is not None and ptable is plan.table.table and step.fk.parent_column == plan.pk.name:
-        return child, child.c[step.fk.column].in_(keys)
-    parent_values = sa.select(ptable.c[step.fk.parent_column]).where(pwhere)
-    return child, child.c[step.fk.column].in_(parent_values)
+    t = plan.table.table
+    last = path[-1]
+    child = plan_table(plan, last.fk.child)
+    if len(path) == 1 and roots.keys is not None and last.fk.parent_column == plan.pk.name:
+        return child, child.c[last.fk.column].in_(roots.keys)
+    joined, previous = t, t
+    for step in path[:-1]:
+        table = plan_table(plan, step.fk.child)
+        joined = joined.join(table, table.c[step.fk.column] == previous.c[step.fk.parent_column])
+        previous = table
+    values = sa.select(previous.c[last.fk.parent_column]).select_from(joined).where(roots.where)
+    return child, child.c[last.fk.column].in_(values)
 
 
 def plan_table(plan: RulePlan, key: str) -> sa.Table:
@@ -92,28 +108,38 @@ def cascade_key(step: CascadeStep) -> tuple[str, str]:
     return (step.fk.child, "delete") if step.action == "delete" else (step.fk.child, f"detach:{step.fk.via}")
 
 
-def _cascade_paths(plan: RulePlan, steps, parents, found: dict) -> None:
+def _cascade_paths(plan: RulePlan, steps, roots: Roots, found: dict, path: tuple = ()) -> None:
     for step in steps:
-        child, link = _children(plan, step, parents)
+        here = path + (step,)
+        child, link = _children(plan, here, roots)
         entry = found.setdefault(cascade_key(step), (step, child, [], []))
         entry[2].append(link)
         if step.fk.via not in entry[3]:
             entry[3].append(step.fk.via)
         if step.children:
-            _cascade_paths(plan, step.children, (child, link), found)
+            _cascade_paths(plan, step.children, roots, found, here)
 
 
 def empty_cascades(plan: RulePlan) -> dict[tuple[str, str], Cascade]:
     found: dict = {}
-    _cascade_paths(plan, plan.cascade, (plan.table.table, sa.true()), found)
+    _cascade_paths(plan, plan.cascade, Roots(sa.true()), found)
     return {key: Cascade(table=step.fk.child, action=step.action, via=", ".join(vias), rows=0)
             for key, (step, _child, _links, vias) in found.items()}
 
 
-def count_cascades(conn: Connection, plan: RulePlan, parents) -> list[Cascade]:
+def cascade_selections(plan: RulePlan) -> list[tuple[sa.Table, sa.ColumnElement]]:
+    """(child table, rows reached) for every line of the rule's cascade, as the dry run counts them."""
+    if plan.rule.action != "delete" or not plan.cascade:
+        return []
+    found: dict = {}
+    _cascade_paths(plan, plan.cascade, Roots(plan.work), found)
+    return [(child, sa.or_(*links)) for _step, child, links, _vias in found.values()]
+
+
+def count_cascades(conn: Connection, plan: RulePlan, roots: Roots) -> list[Cascade]:
     """Rows the delete would reach, each counted once per report line (see cascade_key)."""
     found: dict = {}
-    _cascade_paths(plan, plan.cascade, parents, found)
+    _cascade_paths(plan, plan.cascade, roots, found)
     return [Cascade(table=step.fk.child, action=step.action, via=", ".join(vias),
                     rows=_count(conn, child, sa.or_(*links)))
             for step, child, links, vias in found.values()]
@@ -135,7 +161,7 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     out.touch = count_touch(conn, plan, opts)
     out.unchanged = out.due - out.protected_total - out.touch
     if rule.action == "delete" and plan.cascade:
-        out.cascades = count_cascades(conn, plan, (t, plan.work))
+        out.cascades = count_cascades(conn, plan, Roots(plan.work))
     if rule.action == "anonymize":
         # only floors that actually hold back a column on some row this rule reaches
         out.kept_columns = sorted({c for v in plan.variants if v.kept
@@ -243,8 +269,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
                 with progress(out.guard.rows, plan.rule.name) as bar:
                     _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows)
             out.remaining = out.guard.rows - out.touch
-    except (SQLAlchemyError, RetentionError, ValueError, TypeError, ArithmeticError) as e:
-        # a strategy meeting a value it cannot handle fails its rule; the others go on
+    except (SQLAlchemyError, RetentionError) as e:
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
         out.status, out.error = "failed", describe_error(e)
@@ -259,14 +284,17 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
     return out
 
 
+class StrategyError(RetentionError):
+    """A strategy met a value it cannot handle (not an IP address, a date it cannot read...)."""
+
+
 def describe_error(e: Exception) -> str:
     """The error's class and first line only: database DETAIL lines can quote row values.
 
-    Errors raised in Python while anonymizing (ValueError, TypeError, ...) may
-    quote the value they choked on, so only their class is shown.
+    A strategy's own error may quote the value it choked on, so only its class is shown.
     """
-    if not isinstance(e, (SQLAlchemyError, RetentionError)):
-        return f"{type(e).__name__} while applying a strategy in Python (the value is not shown)"
+    if isinstance(e, StrategyError):
+        return str(e)
     orig = getattr(e, "orig", None) or e
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if code and str(code).upper().startswith("P0"):
@@ -352,7 +380,7 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
             keys = [k for (k,) in conn.execute(keys_q)]
         if not keys:
             return 0
-        _cascade(conn, plan, plan.cascade, (t, plan.pk.in_(keys)), cascaded, keys)
+        _cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys), cascaded)
         return conn.execute(sa.delete(t).where(plan.pk.in_(keys))).rowcount
     if action == "restrict":
         col = plan.rule.restrict_column
@@ -373,12 +401,13 @@ def _locks_parents(plan: RulePlan) -> bool:
     return bool(plan.cascade) or any(p.kind == "children" for p in plan.protectors)
 
 
-def _cascade(conn: Connection, plan: RulePlan, steps, parents, cascaded: dict, keys: list | None = None) -> None:
+def _cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, cascaded: dict, path: tuple = ()) -> None:
     """Children deepest first, so no statement ever leaves a dangling reference."""
     for step in steps:
-        child, link = _children(plan, step, parents, keys)
+        here = path + (step,)
         if step.children:
-            _cascade(conn, plan, step.children, (child, link), cascaded)
+            _cascade(conn, plan, step.children, roots, cascaded, here)
+        child, link = _children(plan, here, roots)
         key = cascade_key(step)
         if step.action == "delete":
             cascaded[key] += conn.execute(sa.delete(child).where(link)).rowcount
@@ -423,10 +452,15 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     for row in conn.execute(q):
         key, values = row[0], tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
                                     for c, v in zip(cols, row[1:]))
-        if all(variant.strategies[c].done(v) for c, v in zip(cols, values)):
-            continue
-        new = {f"v_{c}": (v if variant.strategies[c].done(v) else variant.strategies[c].apply(v))
-               for c, v in zip(cols, values)}
+        try:
+            if all(variant.strategies[c].done(v) for c, v in zip(cols, values)):
+                continue
+            new = {f"v_{c}": (v if variant.strategies[c].done(v) else variant.strategies[c].apply(v))
+                   for c, v in zip(cols, values)}
+        except (ValueError, TypeError, ArithmeticError) as e:
+            # only the class: the message may quote the value
+            raise StrategyError(f"{type(e).__name__} while anonymizing in Python "
+                                f"(a value in {', '.join(cols)} that a strategy cannot handle; not shown)") from None
         new["k_pk"] = key
         updates.append(new)
     if ctx is None or not updates:
@@ -466,16 +500,19 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
         if plan.impl.supports_for_update:
             out.append(show(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work)))
 
-        def walk(steps, parents):
+        roots = Roots(plan.pk.in_(keys), keys)
+
+        def walk(steps, path=()):
             for step in steps:
-                child, link = _children(plan, step, parents)
+                here = path + (step,)
                 if step.children:
-                    walk(step.children, (child, link))
+                    walk(step.children, here)
+                child, link = _children(plan, here, roots)
                 if step.action == "delete":
                     out.append(show(sa.delete(child).where(link)))
                 else:
                     out.append(show(sa.update(child).where(link).values({step.fk.column: None})))
-        walk(plan.cascade, (t, plan.pk.in_(keys)))
+        walk(plan.cascade)
         out.append(show(sa.delete(t).where(plan.pk.in_(keys))))
     elif action == "restrict":
         out.append(show(sa.update(t).where(rng, plan.work).values({plan.rule.restrict_column: sa.bindparam("now")})))

@@ -38,6 +38,8 @@ from retention.schema import (Binding, BoundTable, ColumnPath, ForeignKey, resol
 from retention.timectx import TimeContext
 
 _NOW_MINUS = re.compile(r":(now_minus_[A-Za-z0-9_]+)")
+#: "protected by nothing": compared by identity to prune empty branches of the cascade
+_NOTHING = sa.false()
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,12 @@ class Planner:
             return None
         register = self.catalog.tables[hold.table].table
         preds = []
-        for hops, key in subject_paths(self.catalog, table_key, subject.table, subject.key,
-                                       self.b.subject_override(table_key)):
+        try:
+            paths = subject_paths(self.catalog, table_key, subject.table, subject.key,
+                                  self.b.subject_override(table_key))
+        except LookupError as e:
+            raise self.b.config.error(str(e), f"hold '{hold.name}'", "subject") from None
+        for hops, key in paths:
             if hops and hops[-1].parent_column == key:
                 # the last foreign key holds the subject key itself: no need to join the subject table
                 key_expr = self.path_value(base, table_key, hops[:-1], hops[-1].column)
@@ -289,9 +295,11 @@ class Planner:
             else:
                 direct = self.direct_protectors(fk.child, child, whole_row=True)
                 inner = sa.or_(*(p.predicate for p in direct)) if direct else None
-            if inner is not None:
+            # a child with nothing to protect below it adds no condition (and no nesting:
+            # SQLite's parser has a depth limit)
+            if inner is not None and inner is not _NOTHING:
                 preds.append(sa.exists().where(link, inner).correlate(base))
-        return sa.or_(*preds) if preds else sa.false()
+        return sa.or_(*preds) if preds else _NOTHING
 
     def cascade(self, table_key: str) -> tuple[CascadeStep, ...]:
         steps = []
@@ -319,6 +327,8 @@ class Planner:
         if rule.action == "delete":
             protectors = self.delete_protectors(rule.table, t)
             any_protector = self.delete_protected(rule.table, t) if protectors else None
+            if any_protector is _NOTHING:
+                any_protector = None
             cascade = self.cascade(rule.table)
         else:
             protectors = self.direct_protectors(rule.table, t, whole_row=False)

@@ -66,20 +66,27 @@ class Catalog:
         for db, engine in self.engines.items():
             md = sa.MetaData()
             md.reflect(bind=engine)
+            # every schema: a child in another schema must still block or be cascaded,
+            # never be left to the database's ON DELETE CASCADE unseen
+            for schema in impl_for(engine).other_schemas(engine):
+                md.reflect(bind=engine, schema=schema)
+
+            def key(table: sa.Table, db: str = db) -> str:
+                # the default schema's tables are "db.table"; others are "db.schema.table"
+                return f"{db}.{table.name}" if table.schema is None else f"{db}.{table.schema}.{table.name}"
+
             for table in md.tables.values():
-                key = f"{db}.{table.name}"
-                self.tables[key] = BoundTable(key, db, table)
+                self.tables[key(table)] = BoundTable(key(table), db, table)
             for table in md.tables.values():
                 for fkc in table.foreign_key_constraints:
                     if len(fkc.elements) != 1:
                         pairs = tuple((el.parent.name, el.column.name) for el in fkc.elements)
-                        self.composite_fks.append((f"{db}.{table.name}",
-                                                   f"{db}.{fkc.elements[0].column.table.name}", pairs))
+                        self.composite_fks.append((key(table), key(fkc.elements[0].column.table), pairs))
                         continue
                     el = fkc.elements[0]
                     self.fks.append(ForeignKey(
-                        child=f"{db}.{table.name}", column=el.parent.name,
-                        parent=f"{db}.{el.column.table.name}", parent_column=el.column.name,
+                        child=key(table), column=el.parent.name,
+                        parent=key(el.column.table), parent_column=el.column.name,
                         nullable=bool(el.parent.nullable)))
 
     def impl(self, db: str) -> DialectImpl:
@@ -126,7 +133,7 @@ def is_temporal(col: sa.Column) -> bool:
 # --- resolving names --------------------------------------------------------
 
 def _hop_matches(fk: ForeignKey, hop: str) -> bool:
-    parent_table = fk.parent.split(".", 1)[1]
+    parent_table = fk.parent.rsplit(".", 1)[1]
     candidates = {hop, f"{hop}s", f"{hop}es"}
     if hop.endswith("y"):
         candidates.add(hop[:-1] + "ies")
@@ -174,14 +181,18 @@ def resolve_column_path(catalog: Catalog, table_key: str, path: str) -> ColumnPa
     return ColumnPath(table_key, tuple(hops), parts[-1])
 
 
+MAX_SUBJECT_PATHS = 64
+
+
 def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_key: str,
-                  override: list[str] | None = None, max_depth: int = 4) -> list[tuple[tuple[ForeignKey, ...], str]]:
+                  override: list[str] | None = None) -> list[tuple[tuple[ForeignKey, ...], str]]:
     """Every way to find a row's subject key: (foreign-key hops, column on the last table).
 
     On the subject table itself the key is the row's own key.  Elsewhere every
-    foreign-key path (up to ``max_depth`` hops, no table visited twice) that
-    ends at the subject table counts: a hold protects a row if any of its
-    subjects is held.
+    foreign-key path (any length, no table visited twice) that ends at the
+    subject table counts: a hold protects a row if any of its subjects is
+    held.  A schema so meshed that more than ``MAX_SUBJECT_PATHS`` paths exist
+    is refused (LookupError): name the path with ``subject_path`` instead.
     """
     if override is not None:
         hops = tuple(_explicit_hops(catalog, table_key, override))
@@ -193,8 +204,9 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
     found: list[tuple[tuple[ForeignKey, ...], str]] = []
 
     def walk(current: str, hops: tuple[ForeignKey, ...], seen: frozenset[str]) -> None:
-        if len(hops) >= max_depth:
-            return
+        if len(found) > MAX_SUBJECT_PATHS:
+            raise LookupError(f"more than {MAX_SUBJECT_PATHS} foreign-key paths lead from {table_key} to "
+                              f"{subject_table}; name the path with [tables.\"{table_key}\"] subject_path")
         for fk in catalog.parents_of(current):
             if fk.parent in seen:
                 continue

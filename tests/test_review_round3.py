@@ -392,9 +392,9 @@ _DIE_MID_BATCH = textwrap.dedent("""
     from retention import commands, execute
     original, seen = execute._cascade, []
 
-    def cascade_then_die(conn, plan, steps, parents, cascaded, keys=None):
-        original(conn, plan, steps, parents, cascaded, keys)
-        if keys is not None:               # the batch's top-level cascade: children gone, parents not yet
+    def cascade_then_die(conn, plan, steps, roots, cascaded, path=()):
+        original(conn, plan, steps, roots, cascaded, path)
+        if not path:                       # the batch's top-level cascade: children gone, parents not yet
             seen.append(1)
             if len(seen) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)

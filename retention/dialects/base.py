@@ -52,6 +52,10 @@ class DialectImpl:
         """Extra keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
 
+    def other_schemas(self, engine: Engine) -> list[str]:
+        """Schemas besides the default one whose tables may reference the policy's tables."""
+        return []
+
     # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
 
     def hint_write(self, conn: Connection) -> None:

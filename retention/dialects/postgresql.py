@@ -42,6 +42,12 @@ class PostgreSQLImpl(DialectImpl):
                     cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             dbapi_conn.commit()
 
+    def other_schemas(self, engine: Engine) -> list[str]:
+        inspector = sa.inspect(engine)
+        default = inspector.default_schema_name
+        return [name for name in inspector.get_schema_names()
+                if name != default and name != "information_schema" and not name.startswith("pg_")]
+
     def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,
                        statement_timeout: Duration | None) -> None:
         # SET LOCAL lasts for the current transaction only: every batch sets it again.
