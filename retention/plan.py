@@ -235,31 +235,49 @@ class Planner:
                 out.append(Protector("floor", floor.name, self.floor_active(floor, base)))
         return out
 
-    def delete_protectors(self, table_key: str, base: sa.FromClause) -> list[Protector]:
-        """Everything that keeps a row from being deleted, looking through the cascade."""
-        found: dict[tuple[str, str], list[sa.ColumnElement]] = {}
-        order = [("hold", h.name) for h in self.model.holds] + [("floor", f.name) for f in self.model.floors]
+    def _protection_terms(self, table_key: str, base: sa.FromClause) -> list[tuple[str, str, sa.ColumnElement]]:
+        """(kind, name, predicate) for everything that keeps a row of ``base`` from being deleted.
 
-        def add(kind: str, name: str, pred: sa.ColumnElement) -> None:
+        Looks through the whole delete cascade: a protector on a row the
+        delete would reach, a blocking child below it, or a protected row a
+        detach would change.  Each term is one flat EXISTS joining the path
+        from ``base`` down to that row: nesting one EXISTS per level overflowed
+        SQLite's parser a few levels down, and flat joins plan better.
+        """
+        terms = [(p.kind, p.name, p.predicate) for p in self.direct_protectors(table_key, base, whole_row=True)]
+        terms += [("children", key, pred) for key, pred in self._composite_children(table_key, base)]
+        self._descend(table_key, base, base, [], [], terms)
+        return terms
+
+    def _descend(self, table_key: str, current: sa.FromClause, base: sa.FromClause,
+                 froms: list, links: list, terms: list) -> None:
+        def under(child, link, pred=None) -> sa.ColumnElement:
+            conds = [*links, link] + ([pred] if pred is not None else [])
+            return sa.exists(sa.select(sa.literal(1)).select_from(*froms, child).where(*conds)).correlate(base)
+
+        for fk in self.catalog.children_of(table_key):
+            child = self.catalog.tables[fk.child].table.alias()
+            link = child.c[fk.column] == current.c[fk.parent_column]
+            action = self.b.parent_action(fk)
+            if action == "block":
+                terms.append(("children", fk.child, under(child, link)))
+                continue
+            # a detach changes the child row, a delete removes it: either way its own protectors count
+            for p in self.direct_protectors(fk.child, child, whole_row=True):
+                terms.append((p.kind, p.name, under(child, link, p.predicate)))
+            if action == "delete":
+                for key, pred in self._composite_children(fk.child, child):
+                    terms.append(("children", key, under(child, link, pred)))
+                self._descend(fk.child, child, base, [*froms, child], [*links, link], terms)
+
+    def delete_protectors(self, table_key: str, base: sa.FromClause) -> list[Protector]:
+        """Everything that keeps a row from being deleted, one predicate per protector, in precedence order."""
+        order = [("hold", h.name) for h in self.model.holds] + [("floor", f.name) for f in self.model.floors]
+        found: dict[tuple[str, str], list[sa.ColumnElement]] = {}
+        for kind, name, pred in self._protection_terms(table_key, base):
             if (kind, name) not in order:
                 order.append((kind, name))
             found.setdefault((kind, name), []).append(pred)
-
-        for p in self.direct_protectors(table_key, base, whole_row=True):
-            add(p.kind, p.name, p.predicate)
-        for child_key, pred in self._composite_children(table_key, base):
-            add("children", child_key, pred)
-        for fk in self.catalog.children_of(table_key):
-            child = self.catalog.tables[fk.child].table.alias()
-            link = child.c[fk.column] == base.c[fk.parent_column]
-            action = self.b.parent_action(fk)
-            if action == "block":
-                add("children", fk.child, sa.exists().where(link).correlate(base))
-                continue
-            inner = (self.delete_protectors(fk.child, child) if action == "delete"
-                     else self.direct_protectors(fk.child, child, whole_row=True))
-            for p in inner:
-                add(p.kind, p.name, sa.exists().where(link, p.predicate).correlate(base))
         return [Protector(k, n, sa.or_(*found[(k, n)])) for k, n in order if (k, n) in found]
 
     def _composite_children(self, table_key: str, base: sa.FromClause) -> list[tuple[str, sa.ColumnElement]]:
@@ -275,31 +293,9 @@ class Planner:
         return out
 
     def delete_protected(self, table_key: str, base: sa.FromClause) -> sa.ColumnElement:
-        """Any protector at all, looking through the cascade: one EXISTS per child edge.
-
-        Equivalent to OR-ing :meth:`delete_protectors`, but linear in the size of
-        the foreign-key tree instead of protectors x tree, which keeps the
-        statements that run every batch small for the planner.
-        """
-        preds = [p.predicate for p in self.direct_protectors(table_key, base, whole_row=True)]
-        preds += [pred for _, pred in self._composite_children(table_key, base)]
-        for fk in self.catalog.children_of(table_key):
-            child = self.catalog.tables[fk.child].table.alias()
-            link = child.c[fk.column] == base.c[fk.parent_column]
-            action = self.b.parent_action(fk)
-            if action == "block":
-                preds.append(sa.exists().where(link).correlate(base))
-                continue
-            if action == "delete":
-                inner = self.delete_protected(fk.child, child)
-            else:
-                direct = self.direct_protectors(fk.child, child, whole_row=True)
-                inner = sa.or_(*(p.predicate for p in direct)) if direct else None
-            # a child with nothing to protect below it adds no condition (and no nesting:
-            # SQLite's parser has a depth limit)
-            if inner is not None and inner is not _NOTHING:
-                preds.append(sa.exists().where(link, inner).correlate(base))
-        return sa.or_(*preds) if preds else _NOTHING
+        """Any protector at all: the same terms as :meth:`delete_protectors`, OR-ed once."""
+        terms = self._protection_terms(table_key, base)
+        return sa.or_(*(pred for _k, _n, pred in terms)) if terms else _NOTHING
 
     def cascade(self, table_key: str) -> tuple[CascadeStep, ...]:
         steps = []

@@ -230,3 +230,36 @@ def test_policy_file_with_a_utf8_bom_and_crlf_loads(sqlite_shop):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
     result = _invoke(str(path), "check")
     assert result.exit_code == 0, result.output
+
+
+def test_a_delete_cascading_eight_levels_with_a_hold_runs_and_honours_the_hold(shop):
+    # protection looks through the whole cascade in flat subqueries: no parser depth limit in sight
+    _chain(shop, 8)
+    shop.user(1, status="closed", closed_at=datetime(2020, 1, 1))
+    shop.user(2, status="closed", closed_at=datetime(2020, 1, 1))
+    with shop.engine.begin() as c:
+        for uid in (1, 2):
+            for level in range(1, 9):
+                parent = uid if level == 1 else uid * 100 + level - 1
+                c.exec_driver_sql(f"INSERT INTO lvl{level} (id, parent_id, created_at) "
+                                  f"VALUES ({uid * 100 + level}, {parent}, '2020-01-01 00:00:00')")
+    shop.insert("legal_holds", dict(id=1, user_id=1, released_at=None))
+    tables = "".join(f'[tables."shop.lvl{i}"]\non_parent_delete = "delete"\n' for i in range(1, 9))
+    policy = shop.policy(HOLDS + tables + """
+[tables."shop.legal_holds"]
+on_parent_delete = "block"
+
+[[rules]]
+name = "closed-users"
+table = "shop.users"
+clock = "closed_at"
+after = "1d"
+action = "delete"
+max_fraction = 1.0
+""")
+    dry = outcome(shop.run(policy, dry_run=True, now=NOW), "closed-users")
+    out = outcome(shop.run(policy, now=NOW), "closed-users")
+    assert (out.status, out.touch, out.cascaded_total) == ("ok", 1, 8)
+    assert [(p.kind, p.name, p.rows) for p in out.protected] == [("hold", "litigation", 1)]
+    assert (dry.touch, dry.cascaded_total) == (out.touch, out.cascaded_total)
+    assert shop.ids("users") == [1] and shop.dangling() == []
