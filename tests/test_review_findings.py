@@ -1,8 +1,8 @@
-"""Review findings: each test shows one defect and is xfail(strict) until it is fixed.
+"""Review round 1: holds, cascades, time and counting.
 
-Every test asserts what the spec (../shared/spec/POLICIES.md) promises; the
-reason names the code that breaks it.  When a fix lands, the test starts
-passing, strict xfail turns that into a failure, and the marker comes off.
+Each test was written to prove a defect against a promise of POLICIES.md or
+the README, before the fix; all are fixed now and the tests guard against a
+regression.  A test still marked xfail(strict) would be a known, open defect.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Review round 2: each test shows one defect and is xfail(strict) until it is fixed.
+"""Review round 2: strategies, transactions, report leaks and counts, CLI and config edges.
 
 Scope: anonymize strategies, transactions (Transactions / Simulation, SQLite
 BEGIN handling), reports (leaks, count consistency), the root policy, and CLI /
-config edge cases.  Every test asserts what POLICIES.md or the README
-promises; the reason names the code that breaks it.  Only tests here: no
-product code was changed.
+config edge cases.  Each test was written to prove a defect against a promise
+of POLICIES.md or the README; all are fixed and the tests guard against a
+regression.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Review round 3: concurrency, rule interplay, report honesty under change, crash safety.
 
-Each xfail(strict) test shows one defect against a promise of POLICIES.md or
-the README; its reason names the code that breaks it.  The plain tests pin
-behaviour this round verified to be correct (lock timeouts, interrupted
-simulations, a killed process).  Only tests here: no product code was changed.
+Each test was written to prove a defect against a promise of POLICIES.md or
+the README, or to pin behaviour this round verified (lock timeouts,
+interrupted simulations, a killed process).  The defects are fixed; the one
+test still marked xfail(strict) is a documented limitation (see README).
 
 Concurrency is staged deterministically: a function of retention.execute is
 wrapped so that a second connection (the "application") acts at one precise
