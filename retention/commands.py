@@ -103,12 +103,22 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
     """Validate the file and bind it to the live schemas; touch no data."""
     with open_session(config_path, env=env) as s:
         tables = sorted({r.table for r in s.config.rules})
-        # building every plan compiles every predicate: a bad clock path or where_sql shows here
-        plans = build_plans(s.binding, s.ctx)
-        for p in plans:
-            _compile_check(s, p)
-        _check_clock_values(s, plans)
+        plans = _prepare(s, None)
         return CheckResult(s.config.path, len(plans), tables, s.binding.warnings)
+
+
+def _prepare(s: Session, only: list[str] | None) -> list[RulePlan]:
+    """Build the plans and prove them against the databases before any rule runs.
+
+    Building compiles every predicate; the database then prepares each rule's
+    SQL and the clocks' stored values are checked, so a bad file fails here,
+    with exit 2, and nothing has been touched.
+    """
+    plans = build_plans(s.binding, s.ctx, only)
+    for p in plans:
+        _compile_check(s, p)
+    _check_clock_values(s, plans)
+    return plans
 
 
 def _compile_check(s: Session, p: RulePlan) -> None:
@@ -198,17 +208,14 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
         try:
             selected = _select_rules(s.config, only)
             report = Report(run_id=s.run_id, dry_run=dry_run, now=s.ctx.now, config_path=s.config.path,
-                            config_sha256=s.config.sha256, started_at=utcnow(), show_sql=show_sql)
+                            config_sha256=s.config.sha256, started_at=utcnow(), show_sql=show_sql,
+                            simulated=simulate)
             # a simulation executes for real, inside a transaction that is rolled back
             opts = ExecOptions(dry_run=dry_run and not simulate, allow_large=allow_large, force_python=force_python,
                                show_sql=show_sql, batch_size=s.config.settings.batch_size)
             log.info("start", mode="dry-run" if dry_run else "run", config=s.config.path,
                      sha256=s.config.sha256[:12], now=s.ctx.now.isoformat())
-            report.simulated = simulate
-            plans = build_plans(s.binding, s.ctx, selected)
-            for p in plans:          # every rule's SQL is proven before the first one runs
-                _compile_check(s, p)
-            _check_clock_values(s, plans)
+            plans = _prepare(s, selected)
             txs = {db: (Simulation(e) if simulate else Transactions(e)) for db, e in s.engines.items()}
             try:
                 for plan in plans:
@@ -218,8 +225,7 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
                     report.rules.append(outcome)
             finally:
                 for tx in txs.values():
-                    if isinstance(tx, Simulation):
-                        tx.close()
+                    tx.close()
             report.finished_at = utcnow()
             log.info("finish", exit_code=report.exit_code, rules=len(report.rules))
             return report

@@ -75,13 +75,6 @@ class Duration:
             out.append(f"{seconds}s")
         return "".join(out) or "0d"
 
-    def is_zero(self) -> bool:
-        return not (self.months or self.days or self.seconds)
-
-    def approx_days(self) -> float:
-        """Rough length in days, for sorting and display only."""
-        return self.months * 30.436875 + self.days + self.seconds / 86400
-
     def before(self, moment: datetime) -> datetime:
         """``moment - self``: months and days on the local calendar, hours and less as elapsed time.
 

@@ -324,7 +324,6 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
         cascaded = {key: 0 for key in lines}
         allowance = limit - out.touch
         with tx.batch() as conn:
-            plan.impl.apply_timeouts(conn, settings.lock_timeout, settings.statement_timeout)
             # where every candidate row will be touched, the batch itself stops at the allowance
             hi = _next_bound(conn, plan, candidates, lo, max(1, min(size, allowance)) if exact else size)
             if hi is None:

@@ -35,6 +35,9 @@ class Transactions:
                 self.impl.clear_hints(conn)
                 conn.rollback()
 
+    def close(self) -> None:
+        """Nothing to end: every read and batch closed its own connection."""
+
     @contextmanager
     def batch(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:

@@ -6,7 +6,6 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
 
 from retention import commands
 from tests.shopkit import Shop

@@ -10,7 +10,7 @@ regression.
 from __future__ import annotations
 
 import sqlite3
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from retention.anonymize import build
 from retention.anonymize.base import ColumnInfo
 from retention.errors import ConfigError
 from retention.report import render
-from tests.shopkit import HASH_ENV, LOGS_PURGE, Shop, outcome
+from tests.shopkit import HASH_ENV, LOGS_PURGE, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)

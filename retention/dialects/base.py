@@ -33,24 +33,10 @@ class DialectImpl:
     """What the job needs to know about one database engine."""
 
     name: ClassVar[str] = "default"
-    #: the engine can bound how long a statement waits for a row lock
-    supports_lock_timeout: ClassVar[bool] = False
-    #: the engine can bound how long one statement runs
-    supports_statement_timeout: ClassVar[bool] = False
-    #: naive datetimes are stored as text and compared as text
-    datetimes_as_text: ClassVar[bool] = False
     #: SELECT ... FOR UPDATE locks the rows read (SQLite locks the whole file on write instead)
     supports_for_update: ClassVar[bool] = False
     #: most bound parameters one statement may carry (None: no practical limit)
     max_bind_params: ClassVar[int | None] = None
-
-    def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,
-                       statement_timeout: Duration | None) -> None:
-        """Apply per-transaction timeouts, where the engine supports them."""
-
-    def engine_options(self) -> dict:
-        """Extra keyword arguments for :func:`sqlalchemy.create_engine`."""
-        return {}
 
     def other_schemas(self, engine: Engine) -> list[str]:
         """Schemas besides the default one whose tables may reference the policy's tables."""

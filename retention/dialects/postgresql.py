@@ -7,18 +7,15 @@ from typing import ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import DialectImpl, duration_ms, register
-from retention.durations import Duration
 
 
 @register
 class PostgreSQLImpl(DialectImpl):
     name: ClassVar[str] = "postgresql"
-    supports_lock_timeout = True
-    supports_statement_timeout = True
     supports_for_update = True
     max_bind_params = 30000   # psycopg sends at most 65535 parameters
 
@@ -47,14 +44,6 @@ class PostgreSQLImpl(DialectImpl):
         default = inspector.default_schema_name
         return [name for name in inspector.get_schema_names()
                 if name != default and name != "information_schema" and not name.startswith("pg_")]
-
-    def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,
-                       statement_timeout: Duration | None) -> None:
-        # SET LOCAL lasts for the current transaction only: every batch sets it again.
-        if lock_timeout is not None:
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(duration_ms(lock_timeout))}")
-        if statement_timeout is not None:
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(duration_ms(statement_timeout))}")
 
     def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
         # numeric % is exact here, so NUMERIC columns floor exactly too (not floats:

@@ -8,11 +8,9 @@ from typing import ClassVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import DialectImpl, duration_ms, register
-from retention.durations import Duration
 
 
 _BEGIN_MODE = "retention_begin"
@@ -21,15 +19,7 @@ _BEGIN_MODE = "retention_begin"
 @register
 class SQLiteImpl(DialectImpl):
     name: ClassVar[str] = "sqlite"
-    supports_lock_timeout = True      # as the busy timeout
-    supports_statement_timeout = False
-    datetimes_as_text = True
     max_bind_params = 30000   # SQLite >= 3.32 allows 32766 per statement
-
-    def apply_timeouts(self, conn: Connection, lock_timeout: Duration | None,
-                       statement_timeout: Duration | None) -> None:
-        if lock_timeout is not None:
-            conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(duration_ms(lock_timeout))}")
 
     def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
         # SQLite has no repeat(): zeroblob(n) is n zero bytes, hex() makes that "00" n times

@@ -27,11 +27,6 @@ class Protection:
     name: str
     rows: int
 
-    @property
-    def action(self) -> str:
-        """What the protector does to the rule: ``keep`` (hold, floor) or ``block`` (children)."""
-        return "block" if self.kind == "children" else "keep"
-
 
 @dataclass
 class Cascade:
