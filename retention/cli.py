@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 import click
 
-from retention import commands
+from retention import commands, metrics
 from retention.errors import ConfigError, RetentionError
 from retention.log import configure_logging, mask_text
 from retention.report import FORMATS, render
@@ -135,14 +136,41 @@ def plan(opts, fmt, out, show_sql, simulate, allow_large) -> None:
 
 @cli.command()
 @click.option("--dry-run", "dry_run", is_flag=True, help="Report what would be done; change nothing.")
+@click.option("--metrics-file", "metrics_file", type=click.Path(dir_okay=False), default=None,
+              callback=_writable, help="Write Prometheus metrics to FILE (node-exporter textfile format).")
+@click.option("--pushgateway", "pushgateway", default=None, metavar="URL",
+              help="Push Prometheus metrics to this Pushgateway (job 'retention').")
 @report_options
 @global_options
-def run(opts, dry_run, fmt, out, show_sql, simulate, allow_large) -> None:
+def run(opts, dry_run, metrics_file, pushgateway, fmt, out, show_sql, simulate, allow_large) -> None:
     """Enforce the policy (or report, with --dry-run)."""
-    report = commands.run(opts["config"], dry_run=dry_run, only=opts["only"], now=opts["now"],
-                          allow_large=allow_large, show_sql=show_sql, simulate=simulate)
+    started = time.monotonic()
+    publish = functools.partial(metrics.publish, metrics_file=metrics_file, pushgateway=pushgateway)
+    try:
+        report = commands.run(opts["config"], dry_run=dry_run, only=opts["only"], now=opts["now"],
+                              allow_large=allow_large, show_sql=show_sql, simulate=simulate)
+    except RetentionError as e:
+        if metrics_file or pushgateway:   # a run that never got going is a failure monitoring must see
+            mode = "simulation" if simulate else "dry-run" if dry_run else "run"
+            _publish_quietly(publish, metrics.from_failure(opts["config"], mode, e.exit_code,
+                                                           time.monotonic() - started))
+        raise
     _emit(render(report, fmt), out)
-    sys.exit(report.exit_code)
+    code = report.exit_code
+    if metrics_file or pushgateway:
+        if not _publish_quietly(publish, metrics.from_report(report, time.monotonic() - started)):
+            code = code or 1
+    sys.exit(code)
+
+
+def _publish_quietly(publish, m) -> bool:
+    """Publish the metrics; on failure say so on stderr and return False (the run's work stands)."""
+    try:
+        publish(m)
+        return True
+    except metrics.MetricsError as e:
+        click.echo(f"error: {e}", err=True)
+        return False
 
 
 @cli.command()
