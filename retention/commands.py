@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Config, load_config
+from retention.dialects.drivers import MissingDriver
 from retention.errors import ConfigError, ConfigErrors
 from retention.execute import ExecOptions, cascade_selections, describe_error, execute_rule
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
@@ -70,6 +71,8 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
         if isinstance(e, ConfigError):
             raise
         db = next((n for n in config.urls if n not in engines), None) or ", ".join(config.urls)
+        if isinstance(e, MissingDriver):    # the environment, not the policy file: exit 1
+            raise MissingDriver(f"{config.path}: [databases.{db}]: {e}") from None
         url = config.urls.get(db, "")
         secret = url_secret(url)
         shown = url.replace(secret, MASK) if secret else mask_text(url)

@@ -27,8 +27,9 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from sqlalchemy import (Column, Date, DateTime, ForeignKey, Integer, MetaData, Numeric, String,
-                        Table, Text, create_engine, func, select)
+                        Table, Text, func, select)
 
+from retention.dialects.drivers import create_engine
 from retention.durations import subtract_months
 
 METADATA = MetaData()

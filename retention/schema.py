@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from retention.anonymize import ColumnInfo, Strategy, StrategyParamError, build
 from retention.config import Config, split_table
 from retention.dialects import DialectImpl, impl_for
+from retention.dialects.drivers import create_engine
 from retention.errors import ConfigError, ConfigErrors
 
 PARENT_ACTIONS = ("delete", "detach", "block")
@@ -105,7 +106,7 @@ class Catalog:
 
 def make_engine(url: str, settings=None) -> Engine:
     """An engine for an application database, prepared by its dialect (see DialectImpl.prepare_engine)."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     impl_for(engine).prepare_engine(engine, settings)
     return engine
 
