@@ -261,3 +261,23 @@ def test_metrics_file_in_a_missing_directory_is_refused_before_anything_runs(sce
     assert code == 2 and "cannot write" in err
     assert shop.dump() == before
     assert not os.path.exists(tmp_path / "nope")
+
+
+def test_the_readme_documents_every_metric_and_alerts_only_on_real_ones(scenario, tmp_path):
+    import re
+
+    import yaml
+
+    shop, policy = scenario
+    prom = tmp_path / "retention.prom"
+    assert invoke("-c", policy, "--metrics-file", str(prom), when=FIRST)[0] == 0
+    emitted = {name for name, _ in samples(prom.read_text())}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Metrics"):readme.index("## Running in production")]
+    assert set(re.findall(r"^\| `(retention_\w+)`", section, flags=re.M)) == emitted
+    (alerts,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "groups:" in b]
+    rules = yaml.safe_load(alerts)["groups"][0]["rules"]
+    assert rules
+    for rule in rules:
+        used = set(re.findall(r"retention_\w+", rule["expr"]))
+        assert used and used <= emitted, rule["alert"]
