@@ -101,10 +101,11 @@ class CheckResult:
 
 def check(config_path: str | None = None, *, env: Mapping[str, str] | None = None) -> CheckResult:
     """Validate the file and bind it to the live schemas; touch no data."""
+    from retention.backups import policy_warnings
     with open_session(config_path, env=env) as s:
         tables = sorted({r.table for r in s.config.rules})
         plans = _prepare(s, None)
-        return CheckResult(s.config.path, len(plans), tables, s.binding.warnings)
+        return CheckResult(s.config.path, len(plans), tables, s.binding.warnings + policy_warnings(s.config))
 
 
 def _prepare(s: Session, only: list[str] | None) -> list[RulePlan]:
@@ -252,6 +253,24 @@ def overlaps(plan: RulePlan, plans: list[RulePlan]) -> list[str]:
 def plan(config_path: str | None = None, **kwargs) -> Report:
     """The dry-run report: ``run(dry_run=True)``."""
     return run(config_path, dry_run=True, **kwargs)
+
+
+def backups_rotate(config_path: str | None = None, *, dry_run: bool = False, now: datetime | None = None,
+                   only: list[str] | None = None, env: Mapping[str, str] | None = None):
+    """Rotate the ``[[backups]]`` sets (or only those named): list kept and removed, then remove.
+
+    Needs no database.  Returns a :class:`retention.backups.RotationReport`;
+    its ``exit_code`` is 1 when a store failed, 3 when a set was refused
+    (``max_gap``, or the last backup), else 0.
+    """
+    from retention.backups import rotate
+    if not structlog.is_configured():
+        configure_logging(None)
+    config = load_config(config_path, env=os.environ if env is None else env)
+    moment = now or utcnow()
+    if moment.tzinfo is None:        # a naive --now is read in the policy's zone, like naive clocks
+        moment = moment.replace(tzinfo=config.settings.tz)
+    return rotate(config, now=moment, dry_run=dry_run, names=only)
 
 
 DEMO_URL = "sqlite:///retention-demo.db"
