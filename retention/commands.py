@@ -281,6 +281,10 @@ def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime |
          seed: int = 7, env: Mapping[str, str] | None = None, **plan_options) -> tuple[dict[str, int], Report]:
     """Build the demo shop at ``url`` and return its row counts and the dry-run report.
 
+    A year of nightly dumps is also written to ``retention-demo-backups/`` in the
+    current directory (beside the default demo database), the root policy's
+    ``[[backups]]`` set.
+
     The policy's ``shop`` database is pointed at ``url`` for this call only.  A
     throwaway hash key is used when ``RETENTION_HASH_KEY`` is not set, so the
     demo runs on a fresh machine; never rely on it for real data.  The report
@@ -301,4 +305,8 @@ def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime |
     except SQLAlchemyError as e:
         raise ConfigError(f"cannot build the demo at {mask_text(url)}: {mask_text(describe_error(e))}",
                           where="--url") from None
+    from retention.backups.demo import DEMO_BACKUPS, create_demo_backups
+    dumps = create_demo_backups(DEMO_BACKUPS, now=moment)
+    log.info("demo_backups", directory=DEMO_BACKUPS, dumps=len(dumps),
+             message="try: retention backups rotate --dry-run")
     return counts, plan(config_path, now=moment, env=env, **plan_options)
