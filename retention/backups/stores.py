@@ -60,9 +60,9 @@ class LocalStore:
             raise StoreError(f"cannot list {self.location}: {e.strerror}") from None
 
     def remove(self, name: str) -> None:
-        """Remove one backup file."""
+        """Remove one backup file (one already gone counts as removed, as in S3)."""
         try:
-            (self.path / name).unlink()
+            (self.path / name).unlink(missing_ok=True)
         except OSError as e:
             raise StoreError(f"cannot remove {name} from {self.location}: {e.strerror}") from None
 
