@@ -106,6 +106,8 @@ class RotationReport:
     def render_text(self) -> str:
         """restic-style listing: per set, the kept backups with reasons, then the removed ones."""
         lines = [f"BACKUP ROTATION{' (dry run: nothing removed)' if self.dry_run else ''} at {self.now.isoformat()}"]
+        if not self.sets:
+            lines.append("no [[backups]] set in the policy file")
         for s in self.sets:
             lines.append("")
             lines.append(f"{s.name}  {s.location}  [{s.status}]")
