@@ -8,6 +8,7 @@ policy file or command line, 3 a guard tripped, 4 another run holds the lock.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
@@ -189,6 +190,25 @@ def demo(opts, url, seed, fmt, out, show_sql, simulate, allow_large) -> None:
     click.echo(f"demo shop built at {mask_text(url)}: " + ", ".join(f"{t} {n}" for t, n in counts.items()),
                err=True)
     _emit(render(report, fmt), out)
+    sys.exit(report.exit_code)
+
+
+@cli.group()
+def backups() -> None:
+    """Backup sets ([[backups]]): rotation."""
+
+
+@backups.command("rotate")
+@click.option("--dry-run", "dry_run", is_flag=True, help="List what would be kept and removed; remove nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@global_options
+def backups_rotate(opts, dry_run, fmt) -> None:
+    """Keep and remove backups per their policy (restic forget semantics, max_age, max_gap).
+
+    --only names backup sets here.
+    """
+    report = commands.backups_rotate(opts["config"], dry_run=dry_run, now=opts["now"], only=opts["only"])
+    _emit(json.dumps(report.to_dict(), indent=2) if fmt == "json" else report.render_text(), None)
     sys.exit(report.exit_code)
 
 
