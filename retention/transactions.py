@@ -9,13 +9,43 @@ everything on one connection inside one transaction that is rolled back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import Connection, Engine
 
 from retention.dialects import impl_for
 from retention.errors import RetentionError
+
+
+#: named points inside a batch where an observer may act on the batch's own connection
+#: (tests stage an application's concurrent write at an exact moment through them)
+STAGES = ("batch.checked", "batch.step")
+_observers: dict[str, list[Callable]] = {stage: [] for stage in STAGES}
+
+
+def stage(name: str, conn: Connection, **info) -> None:
+    """The batch on ``conn`` reached ``name``: call whoever observes it.
+
+    ``batch.checked``: a cascading delete's batch has locked its rows at every
+    level and checked them again, right before its first delete (info: ``plan``,
+    ``keys``); ``batch.step``: right before the statement that deletes or
+    detaches one cascade level (info: ``plan``, ``table``, ``action``).
+    """
+    for fn in list(_observers[name]):
+        fn(conn, **info)
+
+
+@contextmanager
+def observing(name: str, fn: Callable) -> Iterator[None]:
+    """Call ``fn(conn, **info)`` each time a batch reaches ``name``, inside the ``with`` block."""
+    if name not in _observers:
+        raise ValueError(f"no stage '{name}' (stages: {', '.join(STAGES)})")
+    _observers[name].append(fn)
+    try:
+        yield
+    finally:
+        _observers[name].remove(fn)
 
 
 class Transactions:
