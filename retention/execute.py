@@ -138,12 +138,37 @@ def cascade_selections(plan: RulePlan) -> list[tuple[sa.Table, sa.ColumnElement]
 
 
 def count_cascades(conn: Connection, plan: RulePlan, roots: Roots) -> list[Cascade]:
-    """Rows the delete would reach, each counted once per report line (see cascade_key)."""
+    """Rows the delete would reach, each counted once per report line (see cascade_key).
+
+    A detach reaches only the rows still there when it runs: a child table's
+    rows that an earlier delete step of the same cascade removes (another
+    foreign key of that table) are not detached, so they are not counted so.
+    """
     found: dict = {}
     _cascade_paths(plan, plan.cascade, roots, found)
+    deleted: dict[str, list] = {}
+    gone_first: dict[tuple, list] = {}
+    for step, _child, link in _in_run_order(plan, plan.cascade, roots):
+        if step.action == "delete":
+            deleted.setdefault(step.fk.child, []).append(link)
+        else:
+            before = deleted.get(step.fk.child, [])
+            # two-valued: a NULL foreign key is not deleted by that step, so the row is detached
+            gone_first.setdefault(cascade_key(step), []).append(
+                sa.and_(link, sa.case((sa.or_(*before), 0), else_=1) == 1) if before else link)
     return [Cascade(table=step.fk.child, action=step.action, via=", ".join(vias),
-                    rows=_count(conn, child, sa.or_(*links)))
-            for step, child, links, vias in found.values()]
+                    rows=_count(conn, child, sa.or_(*gone_first.get(key, links))))
+            for key, (step, child, links, vias) in found.items()]
+
+
+def _in_run_order(plan: RulePlan, steps, roots: Roots, path: tuple = ()) -> Iterator[tuple]:
+    """(step, child table, rows reached) in the order :func:`_cascade` runs them: children first."""
+    for step in steps:
+        here = path + (step,)
+        if step.children:
+            yield from _in_run_order(plan, step.children, roots, here)
+        child, link = _children(plan, here, roots)
+        yield step, child, link
 
 
 def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions) -> RuleOutcome:
