@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Settings
@@ -34,7 +34,7 @@ from retention.log import Progress, progress
 from retention.plan import CascadeStep, RulePlan, Variant
 from retention.report.model import Cascade, Guard, Protection, RuleOutcome
 from retention.timectx import TimeContext
-from retention.transactions import Transactions, stage
+from retention.transactions import EnoughRecorded, Recording, Transactions, stage
 
 log = structlog.get_logger("retention.execute")
 
@@ -295,13 +295,12 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
     """Count the rule, check its guard, and (unless dry) enforce it batch by batch."""
     started = time.monotonic()
     rule = plan.rule
-    engine = tx.engine
     try:
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
         guard_state(out, plan, opts.allow_large)
         if opts.show_sql:
-            out.statements = statements(engine, plan, opts)
+            out.statements = statements(tx, plan, settings, ctx, opts, limit=out.guard.rows)
         if not opts.dry_run and out.status in ("ok", "incomplete"):
             # from here on the outcome says what was committed, batch by batch, even if a later batch fails
             out.touch, out.batches = 0, 0
@@ -688,55 +687,58 @@ def _readable_rows(conn: Connection, plan: RulePlan, q: sa.Select, short: dict) 
 
 # --- showing --------------------------------------------------------------------
 
-def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
-    """The statements one batch of this rule runs, compiled for the engine (``--sql``)."""
-    t = plan.table.table
-    dialect = engine.dialect
-    lo, hi = sa.bindparam("lo"), sa.bindparam("hi")
-    rng = sa.and_(plan.pk > lo, plan.pk <= hi)
+def statements(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
+               opts: ExecOptions, limit: int) -> list[str]:
+    """The statements the rule's first batch sends, with their values (``--sql``).
 
-    def show(stmt) -> str:
-        # the batch's locked keys are only known at run time: show where they go
-        text = str(stmt.compile(dialect=dialect)).strip()
-        return text.replace("(__[POSTCOMPILE_keys])", "(<this batch's locked keys>)") + ";"
+    The batch really runs, through the same code as a run's, inside a
+    transaction that is then rolled back; what the database received is what
+    is shown.  Values a strategy computed in Python are not shown (they derive
+    from the row's personal data); keys, cutoffs and the policy's own values are.
+    ``limit`` is what the run would touch (its guard's count), as in a run.
+    """
+    if not limit:
+        return ["-- no row needs this rule now: a run sends no batch"]
+    recording = Recording(tx)
+    scratch = RuleOutcome(rule=plan.rule.name, action=plan.rule.action, table=plan.rule.table,
+                          cascades=list(empty_cascades(plan).values()) if plan.cascade else [])
+    try:
+        _enforce(recording, plan, settings, ctx, opts, scratch, _Silent(), limit=limit)
+    except EnoughRecorded:
+        pass
+    return [show_statement(*sent) for sent in recording.sent]
 
-    out = [show(_bound_query(plan, plan.work, lo, None))]
-    action = plan.rule.action
-    if action == "delete" and not _locks_parents(plan):
-        out.append(show(sa.delete(t).where(rng, plan.work)))
-    elif action == "delete":
-        keys = sa.bindparam("keys", expanding=True)
-        sel = sa.select(plan.pk).where(rng, plan.work)
-        out.append(show(sel.with_for_update() if plan.impl.supports_for_update else sel))
-        if plan.impl.supports_for_update:
-            out.append(show(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work)))
 
-        roots = Roots(plan.pk.in_(keys), keys)
+class _Silent:
+    def advance(self, n: int) -> None:
+        pass
 
-        def walk(steps, path=()):
-            for step in steps:
-                here = path + (step,)
-                if step.children:
-                    walk(step.children, here)
-                child, link = _children(plan, here, roots)
-                if step.action == "delete":
-                    out.append(show(sa.delete(child).where(link)))
-                else:
-                    out.append(show(sa.update(child).where(link).values({step.fk.column: None})))
-        walk(plan.cascade)
-        out.append(show(sa.delete(t).where(plan.pk.in_(keys))))
-    elif action == "restrict":
-        out.append(show(sa.update(t).where(rng, plan.work).values({plan.rule.restrict_column: sa.bindparam("now")})))
+
+def show_statement(statement: str, parameters, executemany: bool, names: tuple | None = None) -> str:
+    """One statement as sent, with its values; values computed from row data are not shown.
+
+    ``names`` are the parameters' names in order where the driver takes them by
+    position (SQLite), so computed values are recognised there too.
+    """
+    text = statement.strip().rstrip(";") + ";"
+    rows = list(parameters) if executemany else [parameters]
+    if not rows or rows == [None] or rows == [()] or rows == [{}]:
+        return text
+    first = rows[0]
+    if names is not None and not isinstance(first, dict) and len(names) == len(first):
+        first = dict(zip(names, first))
+    if isinstance(first, dict):
+        values = ", ".join(f"{k} = {'<computed from the row>' if k.startswith('v_') else _value(v)}"
+                           for k, v in first.items())
     else:
-        for variant in plan.variants:
-            if _sql_path(plan, variant, opts):
-                values = {c: s.sql(t.c[c], plan.impl) for c, s in variant.strategies.items()}
-                out.append(show(sa.update(t).where(rng, plan.work, variant.predicate, _not_done(plan, variant))
-                                .values(values)))
-            else:
-                cols = list(variant.strategies)
-                out.append(show(sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)))
-                out.append(f"-- then, per changed row, in Python: {', '.join(f'{c} = {s.describe()}' for c, s in variant.strategies.items())}")
-                out.append(show(sa.update(t).where(plan.pk == sa.bindparam("pk"))
-                                .values({c: sa.bindparam(f"v_{c}") for c in cols})))
-    return out
+        values = ", ".join(_value(v) for v in first)
+    many = f" (and {len(rows) - 1} more rows like it)" if len(rows) > 1 else ""
+    return f"{text}\n-- values: {values}{many}"
+
+
+def _value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_value(x) for x in v) + ")"
+    if isinstance(v, str):
+        return repr(v)
+    return str(v)

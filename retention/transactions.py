@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from retention.dialects import impl_for
@@ -125,3 +126,52 @@ class Simulation(Transactions):
         finally:
             self.impl.clear_hints(self.conn)
             self.conn.close()
+
+
+class EnoughRecorded(Exception):
+    """A recording has its one batch: the executor stops there (caught by whoever recorded)."""
+
+
+class Recording(Transactions):
+    """One batch, run for real and rolled back, with every statement it sends recorded (``--sql``).
+
+    Reads and the batch run on the connection a run would use: inside a
+    simulation, the simulation's own (as a savepoint, so earlier rules' work is
+    seen and their locks are no obstacle); otherwise a connection of its own.
+    The batch takes a run's locks for the moment it lasts.  A second batch is
+    not started: ``batch()`` raises :class:`EnoughRecorded`.
+    """
+
+    def __init__(self, tx: Transactions) -> None:
+        super().__init__(tx.engine)
+        self.inner = tx
+        #: (statement, parameters, executemany, parameter names in order for positional drivers)
+        self.sent: list[tuple[str, object, bool, tuple | None]] = []
+        self.batches = 0
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        compiled = getattr(context, "compiled", None)
+        names = tuple(compiled.positiontup) if compiled is not None and compiled.positiontup else None
+        self.sent.append((statement, parameters, executemany, names))
+
+    @contextmanager
+    def batch(self) -> Iterator[Connection]:
+        if self.batches:
+            raise EnoughRecorded()
+        self.batches += 1
+        if isinstance(self.inner, Simulation):
+            conn, own = self.inner.conn, False
+            trans = conn.begin_nested()
+        else:
+            conn, own = self.engine.connect(), True
+            self.impl.hint_write(conn)
+            trans = conn.begin()
+        event.listen(conn, "before_cursor_execute", self._record)
+        try:
+            yield conn
+        finally:
+            event.remove(conn, "before_cursor_execute", self._record)
+            trans.rollback()
+            if own:
+                self.impl.clear_hints(conn)
+                conn.close()
