@@ -286,7 +286,7 @@ def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
         out.guard.state = "allowed" if allow_large else "tripped"
         if not allow_large:
             out.status = "guard_tripped"
-            out.remaining, out.touch = out.touch, 0
+            out.remaining, out.touch = out.remaining + out.touch, 0
             out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
 
 
@@ -318,8 +318,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
                                                  basis=rule.basis)
         out.status, out.error = "failed", describe_error(e)
         # what the run meant to touch and did not (its committed batches are in touch)
-        out.remaining = max(0, out.guard.rows - out.touch) if out.guard.rows else \
-            max(0, out.due - out.protected_total - out.unchanged - out.touch)
+        out.remaining = max(0, out.due - out.protected_total - out.unchanged - out.touch)
     out.duration_seconds = round(time.monotonic() - started, 3)
     log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
              dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,

@@ -137,6 +137,11 @@ def test_the_cli_exits_1_and_the_json_report_says_why(shop):
     rule = json.loads(result.stdout)["rules"][0]
     assert rule["status"] == "incomplete" and rule["not_done_total"] == 1 and rule["remaining"] == 1
     assert rule["not_done"][0]["reason"] == "cancelled" and "trigger" in rule["not_done"][0]["detail"]
+    for fmt in ("text", "markdown"):
+        shown = CliRunner().invoke(cli, ["--config", shop.policy(LOGS_PURGE), "run", "--format", fmt,
+                                         "--now", NOW.isoformat()], env=HASH_ENV)
+        assert shown.exit_code == 1 and "INCOMPLETE" in shown.stdout, shown.stdout
+        assert "not done" in shown.stdout and "cancelled 1" in shown.stdout, shown.stdout
 
 
 def test_pg_soft_delete_rule_reports_every_row_not_done(pg_shop):

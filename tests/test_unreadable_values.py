@@ -112,3 +112,12 @@ def test_a_stored_value_python_cannot_read_is_counted_never_shown(shop):
     with shop.engine.connect() as c:
         done = c.exec_driver_sql("SELECT id FROM users WHERE anonymized_at IS NOT NULL ORDER BY id").scalars()
         assert done.all() == [1, 3]
+
+
+def test_a_tripped_guard_keeps_the_rows_not_done_in_remaining(shop):
+    for i in (1, 2, 3):
+        shop.user(i, status="closed", closed_at=OLD, last_ip="not-an-ip-garbage" if i == 2 else "10.1.2.3")
+    out = outcome(shop.run(shop.policy(ANONYMIZE.replace("max_fraction = 1.0", "max_rows = 1")), now=NOW),
+                  "closed-anonymize")
+    assert (out.status, out.touch, out.remaining) == ("guard_tripped", 0, 3) and adds_up(out)
+    assert shop.count("users", shop.t("users").c.anonymized_at.is_not(None)) == 0
