@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql import visitors
 
 from retention.config import Config, load_config
 from retention.dialects.drivers import MissingDriver
@@ -238,19 +239,32 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
 
 
 def overlaps(plan: RulePlan, plans: list[RulePlan]) -> list[str]:
-    """Earlier rules that change a table this rule reads or acts on (their effects are not in its counts)."""
-    def reach(p: RulePlan) -> set[str]:
-        tables = {p.table.key}
-        stack = list(p.cascade)
-        while stack:
-            step = stack.pop()
-            tables.add(step.fk.child)
-            stack.extend(step.children)
-        return tables
+    """Earlier rules that change a table this rule reads or acts on (their effects are not in its counts).
 
-    mine = reach(plan)
+    What a rule reads is every table its SQL names: its clock's parents, hold
+    registers and the paths to them, floors, blocking children, the cascade.
+    """
+    mine = _changes(plan) | _reads(plan)
     earlier = plans[:plans.index(plan)]
-    return [p.rule.name for p in earlier if reach(p) & mine]
+    return [p.rule.name for p in earlier if p.table.db == plan.table.db and _changes(p) & mine]
+
+
+def _changes(p: RulePlan) -> set[str]:
+    """Tables whose rows the rule deletes or rewrites: its own, and its cascade's."""
+    tables = {p.table.key}
+    stack = list(p.cascade)
+    while stack:
+        step = stack.pop()
+        tables.add(step.fk.child)
+        stack.extend(step.children)
+    return tables
+
+
+def _reads(p: RulePlan) -> set[str]:
+    """Tables the rule's predicates read (as policy keys, ``db.table``)."""
+    exprs = [p.work, *(x.predicate for x in p.protectors), *(v.predicate for v in p.variants)]
+    exprs += [link for _table, link in cascade_selections(p)]
+    return {f"{p.table.db}.{t.key}" for e in exprs for t in visitors.iterate(e) if isinstance(t, sa.Table)}
 
 
 def plan(config_path: str | None = None, **kwargs) -> Report:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Settings
@@ -33,7 +34,7 @@ from retention.log import Progress, progress
 from retention.plan import CascadeStep, RulePlan, Variant
 from retention.report.model import Cascade, Guard, Protection, RuleOutcome
 from retention.timectx import TimeContext
-from retention.transactions import Transactions
+from retention.transactions import EnoughRecorded, Recording, Transactions, stage
 
 log = structlog.get_logger("retention.execute")
 
@@ -137,12 +138,37 @@ def cascade_selections(plan: RulePlan) -> list[tuple[sa.Table, sa.ColumnElement]
 
 
 def count_cascades(conn: Connection, plan: RulePlan, roots: Roots) -> list[Cascade]:
-    """Rows the delete would reach, each counted once per report line (see cascade_key)."""
+    """Rows the delete would reach, each counted once per report line (see cascade_key).
+
+    A detach reaches only the rows still there when it runs: a child table's
+    rows that an earlier delete step of the same cascade removes (another
+    foreign key of that table) are not detached, so they are not counted so.
+    """
     found: dict = {}
     _cascade_paths(plan, plan.cascade, roots, found)
+    deleted: dict[str, list] = {}
+    gone_first: dict[tuple, list] = {}
+    for step, _child, link in _in_run_order(plan, plan.cascade, roots):
+        if step.action == "delete":
+            deleted.setdefault(step.fk.child, []).append(link)
+        else:
+            before = deleted.get(step.fk.child, [])
+            # two-valued: a NULL foreign key is not deleted by that step, so the row is detached
+            gone_first.setdefault(cascade_key(step), []).append(
+                sa.and_(link, sa.case((sa.or_(*before), 0), else_=1) == 1) if before else link)
     return [Cascade(table=step.fk.child, action=step.action, via=", ".join(vias),
-                    rows=_count(conn, child, sa.or_(*links)))
-            for step, child, links, vias in found.values()]
+                    rows=_count(conn, child, sa.or_(*gone_first.get(key, links))))
+            for key, (step, child, links, vias) in found.items()]
+
+
+def _in_run_order(plan: RulePlan, steps, roots: Roots, path: tuple = ()) -> Iterator[tuple]:
+    """(step, child table, rows reached) in the order :func:`_cascade` runs them: children first."""
+    for step in steps:
+        here = path + (step,)
+        if step.children:
+            yield from _in_run_order(plan, step.children, roots, here)
+        child, link = _children(plan, here, roots)
+        yield step, child, link
 
 
 def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions) -> RuleOutcome:
@@ -158,15 +184,29 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     out.due = sum(counts.values())
     out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)
                      if counts.get(i)]
-    out.touch = count_touch(conn, plan, opts)
-    out.unchanged = out.due - out.protected_total - out.touch
+    short: dict[str, int] = {}
+    out.touch = count_touch(conn, plan, opts, short)
+    for reason, n in short.items():
+        out.add_not_done(reason, n, NOT_DONE[reason])
+    out.remaining = out.not_done_total
+    out.unchanged = out.due - out.protected_total - out.touch - out.remaining
     if rule.action == "delete" and plan.cascade:
         out.cascades = count_cascades(conn, plan, Roots(plan.work))
     if rule.action == "anonymize":
         # only floors that actually hold back a column on some row this rule reaches
         out.kept_columns = sorted({c for v in plan.variants if v.kept
                                    and _count(conn, t, plan.work, v.predicate) for c in v.kept})
-    oldest = conn.execute(sa.select(sa.func.min(plan.clock)).select_from(t).where(plan.due)).scalar()
+    # a clock Python cannot hold (PostgreSQL's -infinity, a BC date) must not fail the rule:
+    # such rows are due and processed like the others, only left out of the oldest clock
+    readable = plan.impl.representable(plan.clock, plan.clock_type)
+    if readable is None:
+        oldest = conn.execute(sa.select(sa.func.min(plan.clock)).select_from(t).where(plan.due)).scalar()
+    else:
+        oldest, out.unreadable_clocks = conn.execute(
+            sa.select(sa.func.min(sa.case((readable, plan.clock))),
+                      sa.func.coalesce(sa.func.sum(sa.case((readable, 0), else_=1)), 0))
+            .select_from(t).where(plan.due)).one()
+        out.unreadable_clocks = int(out.unreadable_clocks or 0)
     out.oldest_clock = ctx.from_column(plan.clock_type, oldest)
     sums = [sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0) for cond in plan.forecast.values()]
     not_due = sa.case((plan.due, 0), else_=1) == 1      # two-valued even when where_sql yields NULL
@@ -177,7 +217,8 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     return out
 
 
-def count_touch(conn: Connection, plan: RulePlan, opts: ExecOptions) -> int:
+def count_touch(conn: Connection, plan: RulePlan, opts: ExecOptions, short: dict | None = None) -> int:
+    """Rows the rule would change now; rows it could not (see NOT_DONE) are added to ``short``."""
     t = plan.table.table
     if plan.rule.action != "anonymize":
         return _count(conn, t, plan.work)
@@ -187,7 +228,7 @@ def count_touch(conn: Connection, plan: RulePlan, opts: ExecOptions) -> int:
             total += _count(conn, t, plan.work, variant.predicate, _not_done(plan, variant))
         else:
             for lo, hi in _ranges(conn, plan, sa.and_(plan.work, variant.predicate), opts.batch_size):
-                total += _anonymize_python(conn, plan, variant, _range(plan, lo, hi), None)
+                total += _anonymize_python(conn, plan, variant, _range(plan, lo, hi), None, short=short)
     return total
 
 
@@ -216,7 +257,10 @@ def _bound_query(plan: RulePlan, pred: sa.ColumnElement, lo, size) -> sa.Select:
     return sa.select(sa.func.max(sub.c.k))
 
 
-def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int):
+def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int, counted: bool = False):
+    """The next batch's upper key; with ``counted``, (that key, how many rows the batch holds)."""
+    if counted:
+        return tuple(conn.execute(_bound_query(plan, pred, lo, size).add_columns(sa.func.count())).one())
     return conn.execute(_bound_query(plan, pred, lo, size)).scalar()
 
 
@@ -242,7 +286,7 @@ def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
         out.guard.state = "allowed" if allow_large else "tripped"
         if not allow_large:
             out.status = "guard_tripped"
-            out.remaining, out.touch = out.touch, 0
+            out.remaining, out.touch = out.remaining + out.touch, 0
             out.cascades = [Cascade(c.table, c.action, c.via, 0) for c in out.cascades]
 
 
@@ -251,14 +295,13 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
     """Count the rule, check its guard, and (unless dry) enforce it batch by batch."""
     started = time.monotonic()
     rule = plan.rule
-    engine = tx.engine
     try:
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
         guard_state(out, plan, opts.allow_large)
         if opts.show_sql:
-            out.statements = statements(engine, plan, opts)
-        if not opts.dry_run and out.status == "ok":
+            out.statements = statements(tx, plan, settings, ctx, opts, limit=out.guard.rows)
+        if not opts.dry_run and out.status in ("ok", "incomplete"):
             # from here on the outcome says what was committed, batch by batch, even if a later batch fails
             out.touch, out.batches = 0, 0
             if plan.cascade:
@@ -268,14 +311,14 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             if out.guard.rows:
                 with progress(out.guard.rows, plan.rule.name) as bar:
                     _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows)
-            out.remaining = out.guard.rows - out.touch
+            # counted rows not touched, including those the batches could not do (out.not_done)
+            out.remaining = out.due - out.protected_total - out.unchanged - out.touch
     except (SQLAlchemyError, RetentionError) as e:
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
         out.status, out.error = "failed", describe_error(e)
         # what the run meant to touch and did not (its committed batches are in touch)
-        out.remaining = max(0, out.guard.rows - out.touch) if out.guard.rows else \
-            max(0, out.due - out.protected_total - out.unchanged - out.touch)
+        out.remaining = max(0, out.due - out.protected_total - out.unchanged - out.touch)
     out.duration_seconds = round(time.monotonic() - started, 3)
     log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
              dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,
@@ -310,31 +353,86 @@ def describe_error(e: Exception) -> str:
     return f"{type(orig).__name__}{f' [{code}]' if code else ''}: {first}"
 
 
+#: a batch that meets one of these (a child committed under a row being deleted, a deadlock)
+#: is rolled back and tried again, at most this many times in all
+BATCH_ATTEMPTS = 3
+
+#: why rows were not done (RuleOutcome.not_done), in the report's words
+NOT_DONE = {
+    "cancelled": "a trigger or rule in the database kept the delete or update from happening; "
+                 "the rows are still there",
+    "changed": "the database changed fewer rows than the batch selected and they no longer match the rule "
+               "(changed by a trigger, a rule or the application meanwhile)",
+    "unreadable": "a stored value the job cannot read (not shown)",
+    "refused": "a value the strategy cannot handle (not shown)",
+}
+
+_NO_MORE = object()
+
+
 def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
              opts: ExecOptions, out: RuleOutcome, bar: Progress, limit: int) -> None:
-    """Run the batches, adding each committed batch's counts to ``out``; touch at most ``limit`` rows."""
+    """Run the batches, adding each committed batch's counts to ``out``; touch at most ``limit`` rows.
+
+    A batch the database could not finish as selected (a trigger cancelled a
+    delete, a value could not be read) still commits what it did; the rest is
+    counted under ``out.not_done`` and the batches move on past it.
+    """
     size = settings.batch_size
     if _locks_parents(plan) and plan.impl.max_bind_params:
         size = min(size, plan.impl.max_bind_params)
     lines = dict(zip(empty_cascades(plan), out.cascades))
+    met: dict[str, int] = {}
+    try:
+        _batches(tx, plan, ctx, opts, out, bar, limit, size, settings, lines, met)
+    finally:
+        for reason, n in met.items():
+            # the count already found the values it could not read or anonymize (the batches
+            # may not reach them all); what the database refused only the batches can see
+            known = next((d.rows for d in out.not_done if d.reason == reason), 0)
+            if reason in ("unreadable", "refused"):
+                n = max(0, n - known)
+            out.add_not_done(reason, n, NOT_DONE[reason])
+
+
+def _batches(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptions, out: RuleOutcome,
+             bar: Progress, limit: int, size: int, settings: Settings, lines: dict, met: dict) -> None:
     candidates, exact = _candidates(plan, opts)
     lo = None
-    while out.touch < limit:
+    # rows the database refused count against the allowance: the run never does more than it
+    # counted, not even by taking rows that became workable meanwhile in their place
+    used = lambda: out.touch + met.get("cancelled", 0) + met.get("changed", 0)  # noqa: E731
+    while used() < limit:
         t0 = time.monotonic()
-        cascaded = {key: 0 for key in lines}
-        allowance = limit - out.touch
-        with tx.batch() as conn:
-            # where every candidate row will be touched, the batch itself stops at the allowance
-            hi = _next_bound(conn, plan, candidates, lo, max(1, min(size, allowance)) if exact else size)
-            if hi is None:
+        allowance = limit - used()
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            cascaded = {key: 0 for key in lines}
+            short: dict[str, int] = {}
+            try:
+                with tx.batch() as conn:
+                    # where every candidate row will be touched, the batch itself stops at the allowance
+                    hi, selected = _next_bound(conn, plan, candidates, lo,
+                                               max(1, min(size, allowance)) if exact else size, counted=True)
+                    if hi is None:
+                        hi = _NO_MORE
+                        break
+                    touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded, allowance,
+                                     short=short, selected=int(selected) if exact else None)
                 break
-            touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded, allowance)
+            except SQLAlchemyError as e:
+                if attempt == BATCH_ATTEMPTS or not plan.impl.retryable(e):
+                    raise
+                log.warning("batch_retry", rule=plan.rule.name, attempt=attempt, error=describe_error(e))
+        if hi is _NO_MORE:
+            break
         # committed: only now does the batch count
         out.touch += touched
         bar.advance(touched)
         out.batches += 1
         for key, n in cascaded.items():
             lines[key].rows += n
+        for reason, n in short.items():
+            _tally(met, reason, n)
         lo = hi
         elapsed = time.monotonic() - t0
         # keep each transaction under max_batch_seconds: shrink fast, grow back slowly
@@ -361,38 +459,127 @@ def _candidates(plan: RulePlan, opts: ExecOptions) -> tuple[sa.ColumnElement, bo
 
 
 def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
-           rng: sa.ColumnElement, cascaded: dict, allowance: int | None = None) -> int:
+           rng: sa.ColumnElement, cascaded: dict, allowance: int | None = None,
+           short: dict | None = None, selected: int | None = None) -> int:
+    """One batch's statements on ``conn``; returns the rows of the rule's table it changed.
+
+    ``selected`` is how many rows the batch's bound query found to work on (when
+    every one of them is to be changed): a statement that changes fewer makes
+    the batch look again and count the difference in ``short`` (see NOT_DONE).
+    """
+    short = {} if short is None else short
     t = plan.table.table
     action = plan.rule.action
     if action == "delete":
         if not _locks_parents(plan):
-            return conn.execute(sa.delete(t).where(rng, plan.work)).rowcount
-        keys_q = sa.select(plan.pk).where(rng, plan.work)
-        if plan.impl.supports_for_update:
-            keys = [k for (k,) in conn.execute(keys_q.with_for_update())]
-            # A child committed while FOR UPDATE waited for its parent's lock is not in that
-            # statement's snapshot. Now that the parents are locked no new child can arrive:
-            # a fresh look (READ COMMITTED) keeps only the parents that are still work.
-            if keys:
-                keys = [k for (k,) in conn.execute(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work))]
-        else:
-            keys = [k for (k,) in conn.execute(keys_q)]
+            n = conn.execute(sa.delete(t).where(rng, plan.work)).rowcount
+            return _look_again(conn, plan, rng, plan.work, selected, n, short)
+        keys = _locked_keys(conn, plan, rng)
         if not keys:
             return 0
-        _cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys), cascaded)
-        return conn.execute(sa.delete(t).where(plan.pk.in_(keys))).rowcount
+        return _delete_locked(conn, plan, keys, cascaded, short)
     if action == "restrict":
         col = plan.rule.restrict_column
-        return conn.execute(sa.update(t).where(rng, plan.work)
-                            .values({col: ctx.moment_for(t.c[col].type, ctx.now)})).rowcount
+        n = conn.execute(sa.update(t).where(rng, plan.work)
+                         .values({col: ctx.moment_for(t.c[col].type, ctx.now)})).rowcount
+        return _look_again(conn, plan, rng, plan.work, selected, n, short)
     total = 0
     for variant in plan.variants:
         if _sql_path(plan, variant, opts):
             total += _anonymize_sql(conn, plan, variant, rng, ctx)
         else:
             left = None if allowance is None else allowance - total
-            total += _anonymize_python(conn, plan, variant, rng, ctx, left)
-    return total
+            total += _anonymize_python(conn, plan, variant, rng, ctx, left, short=short)
+    candidates, exact = _candidates(plan, opts)
+    return _look_again(conn, plan, rng, candidates, selected, total, short) if exact else total
+
+
+def _look_again(conn: Connection, plan: RulePlan, rng, pred, selected: int | None, done: int,
+                short: dict) -> int:
+    """After a statement changed fewer rows than the batch selected, tell why.
+
+    The common path costs nothing: only a shortfall reads again.  Rows of the
+    range that still match are what the database refused to change (a BEFORE
+    trigger returning NULL, ``RAISE(IGNORE)``, a ``DO INSTEAD`` rule); the rest
+    no longer match, changed by a trigger, a rule or the application.
+    """
+    if selected is None or done >= selected:
+        return done
+    still = min(selected - done, _count(conn, plan.table.table, rng, pred))
+    _tally(short, "cancelled", still)
+    _tally(short, "changed", selected - done - still)
+    return done
+
+
+def _tally(short: dict, reason: str, n: int) -> None:
+    if n > 0:
+        short[reason] = short.get(reason, 0) + n
+
+
+def _locked_keys(conn: Connection, plan: RulePlan, rng) -> list:
+    """The batch's keys, locked with every row the cascade reaches, then checked again.
+
+    Top-down: the rule table's rows, then each cascade level's.  A row inserted
+    under a locked row must wait for its foreign-key check (FOR KEY SHARE), so
+    once every level is locked nothing new can arrive anywhere in the cascade,
+    and the re-check (a fresh snapshot under READ COMMITTED) sees everything
+    committed before: the protection it confirms holds until the batch's last
+    statement.
+    """
+    keys_q = sa.select(plan.pk).where(rng, plan.work)
+    if not plan.impl.supports_for_update:
+        # SQLite: the batch holds the database's write lock from its first statement
+        keys = [k for (k,) in conn.execute(keys_q)]
+        stage("batch.checked", conn, plan=plan, keys=keys)
+        return keys
+    keys = [k for (k,) in conn.execute(keys_q.with_for_update())]
+    if keys:
+        _lock_cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys))
+        keys = [k for (k,) in conn.execute(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work))]
+    stage("batch.checked", conn, plan=plan, keys=keys)
+    return keys
+
+
+def _lock_cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, path: tuple = ()) -> None:
+    """Lock the rows of each cascade level, parents before their children."""
+    for step in steps:
+        here = path + (step,)
+        child, link = _children(plan, here, roots)
+        rows = sa.select(sa.literal(1)).select_from(child).where(link).with_for_update().subquery()
+        conn.execute(sa.select(sa.func.count()).select_from(rows)).scalar()
+        if step.children:
+            _lock_cascade(conn, plan, step.children, roots, here)
+
+
+def _delete_locked(conn: Connection, plan: RulePlan, keys: list, cascaded: dict, short: dict) -> int:
+    """Delete locked parents after their children, deepest first.
+
+    When the database keeps some parents (a trigger or rule cancels their
+    delete), the batch undoes its cascade to a savepoint and does it again
+    without them: their children stay, nothing is left half done.
+    """
+    t = plan.table.table
+    for attempt in (1, 2):
+        counts = {key: 0 for key in cascaded}
+        with (conn.begin_nested() if plan.cascade else nullcontext()) as savepoint:
+            _cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys), counts)
+            n = conn.execute(sa.delete(t).where(plan.pk.in_(keys))).rowcount
+            kept = set()
+            if n < len(keys):
+                kept = {k for (k,) in conn.execute(sa.select(plan.pk).where(plan.pk.in_(keys)))}
+            if kept and savepoint is not None and attempt == 1:
+                savepoint.rollback()
+                _tally(short, "cancelled", len(kept))
+                keys = [k for k in keys if k not in kept]
+                if not keys:
+                    return 0
+                continue
+        for key, v in counts.items():
+            cascaded[key] += v
+        _tally(short, "cancelled", len(kept))
+        # rows that are gone are gone, whatever the statement's count said (a rule may report 0)
+        return len(keys) - len(kept)
+    raise AssertionError("unreachable")
 
 
 def _locks_parents(plan: RulePlan) -> bool:
@@ -408,6 +595,7 @@ def _cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, cascaded: di
             _cascade(conn, plan, step.children, roots, cascaded, here)
         child, link = _children(plan, here, roots)
         key = cascade_key(step)
+        stage("batch.step", conn, plan=plan, table=step.fk.child, action=step.action)
         if step.action == "delete":
             cascaded[key] += conn.execute(sa.delete(child).where(link)).rowcount
         else:
@@ -433,12 +621,15 @@ def _anonymize_sql(conn: Connection, plan: RulePlan, variant: Variant, rng, ctx:
 
 
 def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
-                      ctx: TimeContext | None, allowance: int | None = None) -> int:
+                      ctx: TimeContext | None, allowance: int | None = None, short: dict | None = None) -> int:
     """Read one batch, anonymize in Python, write back the rows that change.
 
     With ``ctx=None`` it only counts (the dry-run path): the same selection and
-    the same ``done`` test decide both.
+    the same ``done`` test decide both.  A row whose stored value cannot be read
+    or that a strategy cannot handle is skipped and counted in ``short``
+    (``unreadable``, ``refused``), never shown: the rest of the batch goes on.
     """
+    short = {} if short is None else short
     t = plan.table.table
     cols = list(variant.strategies)
     q = sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)
@@ -448,7 +639,7 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     # CHAR(n) comes back blank-padded; the database ignores the padding (length, comparisons),
     # so Python must too, or it masks spaces and never sees a constant as done
     padded = {c for c in cols if isinstance(t.c[c].type, sa.CHAR)}
-    for row in conn.execute(q):
+    for row in _readable_rows(conn, plan, q, short):
         key, values = row[0], tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
                                     for c, v in zip(cols, row[1:]))
         try:
@@ -456,10 +647,10 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
                 continue
             new = {f"v_{c}": (v if variant.strategies[c].done(v) else variant.strategies[c].apply(v))
                    for c, v in zip(cols, values)}
-        except (ValueError, TypeError, ArithmeticError) as e:
-            # only the class: the message may quote the value
-            raise StrategyError(f"{type(e).__name__} while anonymizing in Python "
-                                f"(a value in {', '.join(cols)} that a strategy cannot handle; not shown)") from None
+        except (ValueError, TypeError, ArithmeticError):
+            # the message may quote the value: count the row, show nothing of it
+            _tally(short, "refused", 1)
+            continue
         new["k_pk"] = key
         updates.append(new)
     if ctx is None or not updates:
@@ -470,61 +661,83 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
             return 0
     values = {c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in cols}
     values.update(_mark_values(plan, variant, ctx))
-    conn.execute(sa.update(t).where(plan.pk == sa.bindparam("k_pk")).values(values), updates)
-    return len(updates)
+    n = conn.execute(sa.update(t).where(plan.pk == sa.bindparam("k_pk")).values(values), updates).rowcount
+    # the rows are locked (or the database is): a shortfall is the database refusing the update
+    _tally(short, "cancelled", len(updates) - n)
+    return n
+
+
+def _readable_rows(conn: Connection, plan: RulePlan, q: sa.Select, short: dict) -> list:
+    """The rows of ``q``; when one cannot be read (a value the driver or the column type
+    cannot convert), read them one by one and count the unreadable ones in ``short``."""
+    try:
+        return conn.execute(q).all()
+    except (ValueError, TypeError, ArithmeticError, OverflowError, sa.exc.DataError):
+        pass
+    keys = [k for (k,) in conn.execute(q.with_only_columns(plan.pk))]
+    rows = []
+    for key in keys:
+        try:
+            rows += conn.execute(q.where(plan.pk == key)).all()
+        except (ValueError, TypeError, ArithmeticError, OverflowError, sa.exc.DataError):
+            _tally(short, "unreadable", 1)
+    return rows
 
 
 # --- showing --------------------------------------------------------------------
 
-def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
-    """The statements one batch of this rule runs, compiled for the engine (``--sql``)."""
-    t = plan.table.table
-    dialect = engine.dialect
-    lo, hi = sa.bindparam("lo"), sa.bindparam("hi")
-    rng = sa.and_(plan.pk > lo, plan.pk <= hi)
+def statements(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
+               opts: ExecOptions, limit: int) -> list[str]:
+    """The statements the rule's first batch sends, with their values (``--sql``).
 
-    def show(stmt) -> str:
-        # the batch's locked keys are only known at run time: show where they go
-        text = str(stmt.compile(dialect=dialect)).strip()
-        return text.replace("(__[POSTCOMPILE_keys])", "(<this batch's locked keys>)") + ";"
+    The batch really runs, through the same code as a run's, inside a
+    transaction that is then rolled back; what the database received is what
+    is shown.  Values a strategy computed in Python are not shown (they derive
+    from the row's personal data); keys, cutoffs and the policy's own values are.
+    ``limit`` is what the run would touch (its guard's count), as in a run.
+    """
+    if not limit:
+        return ["-- no row needs this rule now: a run sends no batch"]
+    recording = Recording(tx)
+    scratch = RuleOutcome(rule=plan.rule.name, action=plan.rule.action, table=plan.rule.table,
+                          cascades=list(empty_cascades(plan).values()) if plan.cascade else [])
+    try:
+        _enforce(recording, plan, settings, ctx, opts, scratch, _Silent(), limit=limit)
+    except EnoughRecorded:
+        pass
+    return [show_statement(*sent) for sent in recording.sent]
 
-    out = [show(_bound_query(plan, plan.work, lo, None))]
-    action = plan.rule.action
-    if action == "delete" and not _locks_parents(plan):
-        out.append(show(sa.delete(t).where(rng, plan.work)))
-    elif action == "delete":
-        keys = sa.bindparam("keys", expanding=True)
-        sel = sa.select(plan.pk).where(rng, plan.work)
-        out.append(show(sel.with_for_update() if plan.impl.supports_for_update else sel))
-        if plan.impl.supports_for_update:
-            out.append(show(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work)))
 
-        roots = Roots(plan.pk.in_(keys), keys)
+class _Silent:
+    def advance(self, n: int) -> None:
+        pass
 
-        def walk(steps, path=()):
-            for step in steps:
-                here = path + (step,)
-                if step.children:
-                    walk(step.children, here)
-                child, link = _children(plan, here, roots)
-                if step.action == "delete":
-                    out.append(show(sa.delete(child).where(link)))
-                else:
-                    out.append(show(sa.update(child).where(link).values({step.fk.column: None})))
-        walk(plan.cascade)
-        out.append(show(sa.delete(t).where(plan.pk.in_(keys))))
-    elif action == "restrict":
-        out.append(show(sa.update(t).where(rng, plan.work).values({plan.rule.restrict_column: sa.bindparam("now")})))
+
+def show_statement(statement: str, parameters, executemany: bool, names: tuple | None = None) -> str:
+    """One statement as sent, with its values; values computed from row data are not shown.
+
+    ``names`` are the parameters' names in order where the driver takes them by
+    position (SQLite), so computed values are recognised there too.
+    """
+    text = statement.strip().rstrip(";") + ";"
+    rows = list(parameters) if executemany else [parameters]
+    if not rows or rows == [None] or rows == [()] or rows == [{}]:
+        return text
+    first = rows[0]
+    if names is not None and not isinstance(first, dict) and len(names) == len(first):
+        first = dict(zip(names, first))
+    if isinstance(first, dict):
+        values = ", ".join(f"{k} = {'<computed from the row>' if k.startswith('v_') else _value(v)}"
+                           for k, v in first.items())
     else:
-        for variant in plan.variants:
-            if _sql_path(plan, variant, opts):
-                values = {c: s.sql(t.c[c], plan.impl) for c, s in variant.strategies.items()}
-                out.append(show(sa.update(t).where(rng, plan.work, variant.predicate, _not_done(plan, variant))
-                                .values(values)))
-            else:
-                cols = list(variant.strategies)
-                out.append(show(sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)))
-                out.append(f"-- then, per changed row, in Python: {', '.join(f'{c} = {s.describe()}' for c, s in variant.strategies.items())}")
-                out.append(show(sa.update(t).where(plan.pk == sa.bindparam("pk"))
-                                .values({c: sa.bindparam(f"v_{c}") for c in cols})))
-    return out
+        values = ", ".join(_value(v) for v in first)
+    many = f" (and {len(rows) - 1} more rows like it)" if len(rows) > 1 else ""
+    return f"{text}\n-- values: {values}{many}"
+
+
+def _value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_value(x) for x in v) + ")"
+    if isinstance(v, str):
+        return repr(v)
+    return str(v)

@@ -428,6 +428,13 @@ def _check_rules_together(b: Binding, err) -> None:
             if first[1] != cols:
                 err(f"rule '{first[0]}' sets the same mark for other columns: a row one rule marked "
                     "would count as done for the other; give each rule its own mark column", where, "mark")
+    marked = {(r.table, r.mark): r.name for r in anonymize if r.mark}
+    for rule in b.config.rules:
+        anonymizer = marked.get((rule.table, rule.restrict_column)) if rule.action == "restrict" else None
+        if rule.enabled and anonymizer:
+            err(f"restrict_column '{rule.restrict_column}' is the mark of anonymize rule '{anonymizer}': a row "
+                "this rule restricts would count as anonymized and never be; give each its own column",
+                f"rule '{rule.name}'", "restrict_column")
     for rule in b.config.rules:
         try:
             cp = resolve_column_path(b.catalog, rule.table, rule.clock)

@@ -9,13 +9,44 @@ everything on one connection inside one transaction that is rolled back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from retention.dialects import impl_for
 from retention.errors import RetentionError
+
+
+#: named points inside a batch where an observer may act on the batch's own connection
+#: (tests stage an application's concurrent write at an exact moment through them)
+STAGES = ("batch.checked", "batch.step")
+_observers: dict[str, list[Callable]] = {stage: [] for stage in STAGES}
+
+
+def stage(name: str, conn: Connection, **info) -> None:
+    """The batch on ``conn`` reached ``name``: call whoever observes it.
+
+    ``batch.checked``: a cascading delete's batch has locked its rows at every
+    level and checked them again, right before its first delete (info: ``plan``,
+    ``keys``); ``batch.step``: right before the statement that deletes or
+    detaches one cascade level (info: ``plan``, ``table``, ``action``).
+    """
+    for fn in list(_observers[name]):
+        fn(conn, **info)
+
+
+@contextmanager
+def observing(name: str, fn: Callable) -> Iterator[None]:
+    """Call ``fn(conn, **info)`` each time a batch reaches ``name``, inside the ``with`` block."""
+    if name not in _observers:
+        raise ValueError(f"no stage '{name}' (stages: {', '.join(STAGES)})")
+    _observers[name].append(fn)
+    try:
+        yield
+    finally:
+        _observers[name].remove(fn)
 
 
 class Transactions:
@@ -95,3 +126,52 @@ class Simulation(Transactions):
         finally:
             self.impl.clear_hints(self.conn)
             self.conn.close()
+
+
+class EnoughRecorded(Exception):
+    """A recording has its one batch: the executor stops there (caught by whoever recorded)."""
+
+
+class Recording(Transactions):
+    """One batch, run for real and rolled back, with every statement it sends recorded (``--sql``).
+
+    Reads and the batch run on the connection a run would use: inside a
+    simulation, the simulation's own (as a savepoint, so earlier rules' work is
+    seen and their locks are no obstacle); otherwise a connection of its own.
+    The batch takes a run's locks for the moment it lasts.  A second batch is
+    not started: ``batch()`` raises :class:`EnoughRecorded`.
+    """
+
+    def __init__(self, tx: Transactions) -> None:
+        super().__init__(tx.engine)
+        self.inner = tx
+        #: (statement, parameters, executemany, parameter names in order for positional drivers)
+        self.sent: list[tuple[str, object, bool, tuple | None]] = []
+        self.batches = 0
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        compiled = getattr(context, "compiled", None)
+        names = tuple(compiled.positiontup) if compiled is not None and compiled.positiontup else None
+        self.sent.append((statement, parameters, executemany, names))
+
+    @contextmanager
+    def batch(self) -> Iterator[Connection]:
+        if self.batches:
+            raise EnoughRecorded()
+        self.batches += 1
+        if isinstance(self.inner, Simulation):
+            conn, own = self.inner.conn, False
+            trans = conn.begin_nested()
+        else:
+            conn, own = self.engine.connect(), True
+            self.impl.hint_write(conn)
+            trans = conn.begin()
+        event.listen(conn, "before_cursor_execute", self._record)
+        try:
+            yield conn
+        finally:
+            event.remove(conn, "before_cursor_execute", self._record)
+            trans.rollback()
+            if own:
+                self.impl.clear_hints(conn)
+                conn.close()

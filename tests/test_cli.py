@@ -397,8 +397,9 @@ def test_sql_shows_the_statements_with_bound_parameters(shop, policy):
     assert "UPDATE users SET restricted_at" in by_rule["closed-restrict"]
     everything = "\n".join(by_rule.values())
     assert "?" in everything                         # SQLite placeholders: values are bound
-    for value in PERSONAL + ["'closed'", "2026-05-16", "2026-06-15", "2026-01-10", HASH_KEY]:
-        assert value not in everything, value        # neither personal data, the cutoff nor the key inline
+    assert "'closed'" in everything and "2026-05-16" in everything     # and shown with the statement
+    for value in PERSONAL + [HASH_KEY]:
+        assert value not in everything, value        # neither personal data nor the key
     text = invoke("-c", policy, "--now", NOW, "plan", "--sql")
     assert text.exit_code == 0
     assert "DELETE FROM logs" in text.stdout and "UPDATE users" in text.stdout
@@ -440,7 +441,7 @@ def test_sql_on_a_delete_rule_with_cascades(shop):
     starts = [next((i for i, s in enumerate(statements) if s.startswith(prefix)), None)
               for prefix in ("DELETE FROM addresses", "UPDATE logs SET user_id", "DELETE FROM users")]
     assert None not in starts and starts[2] > max(starts[:2]), statements
-    for value in PERSONAL + ["'closed'", "2026-05-16", "1 Road"]:
+    for value in PERSONAL + ["1 Road"]:
         assert value not in "\n".join(statements), value
 
 

@@ -74,8 +74,8 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
         finally:
             app.close()
 
-    def next_bound_then_app_writes(conn, plan, pred, lo, size):
-        hi = original(conn, plan, pred, lo, size)
+    def next_bound_then_app_writes(conn, plan, pred, lo, size, **kw):
+        hi = original(conn, plan, pred, lo, size, **kw)
         if not threads:   # the app logs a new request while our first batch is open
             threads.append(threading.Thread(target=app_write))
             threads[0].start()
@@ -96,8 +96,8 @@ def test_plain_dry_run_does_not_block_app_writers_between_its_statements(sqlite_
     path = shop.url.removeprefix("sqlite:///")
     original, errors = execute.count_touch, []
 
-    def count_touch_while_app_writes(conn, plan, opts):
-        n = original(conn, plan, opts)
+    def count_touch_while_app_writes(conn, plan, opts, *rest):
+        n = original(conn, plan, opts, *rest)
         app = sqlite3.connect(path, timeout=0.2, isolation_level=None)
         try:
             app.execute("INSERT INTO logs (id, ip, created_at) VALUES (100, '10.9.9.9', '2026-06-15 11:00:00')")

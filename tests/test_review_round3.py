@@ -71,8 +71,8 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
     app = shop.engine.connect()
     original, staged = execute._next_bound, {}
 
-    def next_bound_then_app_writes_a_note(conn, plan, pred, lo, size):
-        hi = original(conn, plan, pred, lo, size)
+    def next_bound_then_app_writes_a_note(conn, plan, pred, lo, size, **kw):
+        hi = original(conn, plan, pred, lo, size, **kw)
         if not staged:
             # the app writes a note on user 2 (holding its FOR KEY SHARE lock) and commits a moment
             # later, while our SELECT ... FOR UPDATE waits for that lock

@@ -61,6 +61,21 @@ class DialectImpl:
         """
         return True
 
+    #: SQLSTATEs after which a batch is rolled back and tried again: a foreign-key violation
+    #: (a child committed under a row being deleted), a serialization failure, a deadlock
+    retry_sqlstates: ClassVar[frozenset[str]] = frozenset({"23503", "40001", "40P01"})
+
+    def retryable(self, error: Exception) -> bool:
+        """Whether a batch that failed with ``error`` may succeed when tried again."""
+        orig = getattr(error, "orig", None) or error
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        return code is not None and str(code).upper() in self.retry_sqlstates
+
+    def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
+        """A predicate true where a temporal ``col`` holds a value Python can represent, or None
+        when every value is (PostgreSQL has -infinity and BC dates; Python's years are 1 to 9999)."""
+        return None
+
     def malformed_clock(self, col, date_only: bool):
         """A predicate matching clock values the engine would compare wrongly, or None.
 

@@ -39,6 +39,18 @@ class PostgreSQLImpl(DialectImpl):
                     cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             dbapi_conn.commit()
 
+    def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
+        # -infinity, infinity and BC values fall outside these bounds; a timestamptz keeps a day's
+        # margin, since it is read in the session time zone
+        if isinstance(col_type, sa.DateTime):
+            low, high = ("0001-01-02 00:00:00+00", "9999-12-30 00:00:00+00") if col_type.timezone else \
+                        ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999")
+        elif isinstance(col_type, sa.Date):
+            low, high = "0001-01-01", "9999-12-31"
+        else:
+            return None
+        return sa.and_(col >= sa.cast(sa.literal(low), col_type), col <= sa.cast(sa.literal(high), col_type))
+
     def other_schemas(self, engine: Engine) -> list[str]:
         inspector = sa.inspect(engine)
         default = inspector.default_schema_name

@@ -68,6 +68,13 @@ class SQLiteImpl(DialectImpl):
         # new one, and its RELEASE would commit
         return bool(conn.connection.dbapi_connection.in_transaction)
 
+    def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
+        # text that passes the clock check's shape but names no real day ('0000-01-01',
+        # '2024-13-45'): SQLite's date() rewrites or rejects it, so it differs from the text
+        if not isinstance(col_type, (sa.Date, sa.DateTime)):
+            return None
+        return sa.and_(col >= "0001-01-01", sa.func.date(col) == sa.func.substr(col, 1, 10))
+
     def malformed_clock(self, col, date_only: bool):
         """Values not in the text form SQLAlchemy writes: SQLite compares timestamps as text,
         so '2026-06-14T10:00', '... 10:00-05:00' or an epoch number would sort wrongly."""

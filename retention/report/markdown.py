@@ -14,6 +14,7 @@ from retention.report.text import (
     count,
     describe_forecast,
     describe_guard,
+    describe_not_done,
     exit_summary,
     oldest_date,
     short_sha,
@@ -67,6 +68,8 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
         facts.append(("forecast", text))
     if (text := describe_guard(rule)):
         facts.append(("guard", cell(text)))
+    if (text := describe_not_done(rule)):
+        facts.append(("not done", cell(text)))
     if rule.kept_columns:
         facts.append(("columns a floor keeps", ", ".join(code(c) for c in rule.kept_columns)))
     if rule.overlaps:

@@ -39,6 +39,21 @@ class Cascade:
 
 
 @dataclass
+class NotDone:
+    """Rows the rule needed to act on and could not, and why (never their values).
+
+    ``reason`` is ``cancelled`` (a trigger or rule in the database made the
+    delete or update do nothing: the rows are still there), ``unreadable`` (a
+    stored value the job cannot read) or ``refused`` (a value the strategy
+    cannot handle).  These rows are part of ``remaining``.
+    """
+
+    reason: str
+    rows: int
+    detail: str = ""
+
+
+@dataclass
 class Guard:
     state: str = "ok"                 # ok | tripped | allowed (tripped, but --allow-large)
     max_rows: int | None = None
@@ -53,13 +68,17 @@ class RuleOutcome:
     action: str
     table: str
     basis: str = ""
-    status: str = "ok"                # ok | failed | guard_tripped
+    status: str = "ok"                # ok | failed | guard_tripped | incomplete (see not_done)
     due: int = 0                      # rows whose clock and conditions make them due
     protected: list[Protection] = field(default_factory=list)
     touch: int = 0                    # would touch (dry run) / touched (run); 0 when a guard trips
     unchanged: int = 0                # due and unprotected, but already done (restricted, marked, anonymized)
     remaining: int = 0                # needed the action but were not touched: the guard tripped or the rule failed
     cascades: list[Cascade] = field(default_factory=list)
+    #: part of ``remaining``: rows the database or a strategy kept the rule from finishing
+    not_done: list[NotDone] = field(default_factory=list)
+    #: due rows whose clock the job cannot represent (-infinity, BC, year > 9999): not in oldest_clock
+    unreadable_clocks: int = 0
     oldest_clock: datetime | None = None
     forecast: dict[str, int] = field(default_factory=dict)
     guard: Guard = field(default_factory=Guard)
@@ -80,11 +99,29 @@ class RuleOutcome:
     def cascaded_total(self) -> int:
         return sum(c.rows for c in self.cascades)
 
+    @property
+    def not_done_total(self) -> int:
+        return sum(n.rows for n in self.not_done)
+
+    def add_not_done(self, reason: str, rows: int, detail: str) -> None:
+        """Count ``rows`` under ``reason``; a rule with rows not done is ``incomplete``."""
+        if rows <= 0:
+            return
+        for n in self.not_done:
+            if n.reason == reason:
+                n.rows += rows
+                break
+        else:
+            self.not_done.append(NotDone(reason, rows, detail))
+        if self.status == "ok":
+            self.status = "incomplete"
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["oldest_clock"] = self.oldest_clock.isoformat() if self.oldest_clock else None
         d["protected_total"] = self.protected_total
         d["cascaded_total"] = self.cascaded_total
+        d["not_done_total"] = self.not_done_total
         return d
 
 
@@ -103,7 +140,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        if any(r.status == "failed" for r in self.rules):
+        if any(r.status in ("failed", "incomplete") for r in self.rules):
             return 1
         if any(r.status == "guard_tripped" for r in self.rules):
             return 3
@@ -125,6 +162,7 @@ class Report:
                 "rules": len(self.rules),
                 "failed": sum(r.status == "failed" for r in self.rules),
                 "guard_tripped": sum(r.status == "guard_tripped" for r in self.rules),
+                "incomplete": sum(r.status == "incomplete" for r in self.rules),
                 "due": sum(r.due for r in self.rules),
                 "protected": sum(r.protected_total for r in self.rules),
                 "touch": sum(r.touch for r in self.rules),

@@ -36,7 +36,7 @@ import unicodedata
 from retention.log import mask_url
 from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
 
-STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED"}
+STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "incomplete": "INCOMPLETE"}
 
 
 # -- width-aware alignment ---------------------------------------------------
@@ -113,6 +113,14 @@ def describe_cascade(c) -> str:
     return f"{c.table}: {c.action} {count(c.rows)}{via}"
 
 
+def describe_not_done(rule: RuleOutcome) -> str | None:
+    """'3: cancelled by the database 2 (...), ...', or None when the rule finished its work."""
+    if not rule.not_done:
+        return None
+    return f"{count(rule.not_done_total)}: " + "; ".join(f"{n.reason} {count(n.rows)} ({n.detail})"
+                                                          for n in rule.not_done)
+
+
 def describe_forecast(rule: RuleOutcome) -> str | None:
     """'next 7d 10, 30d 45, 90d 120, 365d 800', or None when no window has rows."""
     if not any(rule.forecast.values()):
@@ -150,10 +158,14 @@ def exit_summary(report: Report) -> str:
     """What the exit code means, in one line an operator can act on."""
     code = report.exit_code
     failed = [r.rule for r in report.rules if r.status == "failed"]
+    incomplete = [r.rule for r in report.rules if r.status == "incomplete"]
     tripped = [r.rule for r in report.rules if r.status == "guard_tripped"]
     parts = []
     if failed:
         parts.append(f"{_n(len(failed), 'rule')} failed ({', '.join(failed)})")
+    if incomplete:
+        parts.append(f"{_n(len(incomplete), 'rule')} incomplete ({', '.join(incomplete)}): "
+                     "rows not done, see 'not done'")
     if tripped:
         parts.append(f"guard tripped on {', '.join(tripped)}: "
                      "re-run with --allow-large if this is intended")
@@ -215,6 +227,11 @@ def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
         out.append(("protected", text))
     for c in rule.cascades:
         out.append(("cascade", describe_cascade(c)))
+    if (text := describe_not_done(rule)):
+        out.append(("not done", text))
+    if rule.unreadable_clocks:
+        out.append(("clocks", f"{count(rule.unreadable_clocks)} due rows have a clock the job cannot represent "
+                              "(-infinity, before year 1 or after 9999): not in the oldest clock"))
     if (text := describe_forecast(rule)):
         out.append(("forecast", text))
     if (text := describe_guard(rule)):
