@@ -147,7 +147,8 @@ def run(opts, dry_run, fmt, out, show_sql, simulate, allow_large) -> None:
 
 @cli.command()
 @click.option("--url", default=commands.DEMO_URL, show_default=True,
-              help="Where to build the demo shop (it is dropped and rebuilt).")
+              help="Where to build the demo shop; an earlier demo there is rebuilt, and tables of "
+                   "the same names that the demo did not create are never touched (it refuses).")
 @click.option("--seed", default=7, show_default=True, help="Random seed of the demo data.")
 @report_options
 @global_options
