@@ -119,6 +119,8 @@ def check(opts) -> None:
     result = commands.check(opts["config"])
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
+    for note in result.privilege_notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"{result.config_path}: OK ({result.rules} rules on {len(result.tables)} tables)")
 
 

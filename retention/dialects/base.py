@@ -77,6 +77,24 @@ class DialectImpl:
         the job runs, reads included.
         """
 
+    # -- privileges (retention.privileges) --------------------------------
+
+    def privileges_held(self, conn: Connection, atoms: list[tuple]) -> list[bool] | None:
+        """For each ``(kind, schema, table, column)``, whether the login holds it; None: no grants here.
+
+        ``kind`` is USAGE (on the schema), SELECT, UPDATE (of ``column``), LOCK
+        (``SELECT ... FOR UPDATE``) or DELETE; ``schema`` None is the default one.
+        """
+        return None
+
+    def login(self, conn: Connection) -> tuple[str, str | None]:
+        """The role the connection acts as, and its default schema (for GRANT statements)."""
+        return "", None
+
+    def storage_access(self, conn: Connection, table: sa.Table | None) -> tuple[list[str], list[tuple[str, str]]]:
+        """Notes on how the engine controls access, and problems as (what, how to fix it)."""
+        return [], []
+
     # -- building blocks for anonymization (retention.anonymize) -----------
     # Each returns a Core expression, or None when this engine can't express it
     # and the strategy must run in Python. NULL in gives NULL out.

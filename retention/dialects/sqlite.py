@@ -84,6 +84,27 @@ class SQLiteImpl(DialectImpl):
                         sa.not_(sa.func.substr(col, 21).op("GLOB")("*[^0-9]*")))))
         return sa.and_(col.is_not(None), sa.not_(good))
 
+    def storage_access(self, conn, table):
+        """SQLite has no grants: the job needs the file (and its directory, for the journal) writable.
+
+        Probed, not guessed from permission bits (which say nothing to root, nor
+        of a read-only open): a DELETE that matches nothing, rolled back.
+        """
+        path = conn.engine.url.database or ":memory:"
+        notes = [f"SQLite has no grants: the job needs to read and write {path} and to create its "
+                 f"journal in the same directory"]
+        if table is None:
+            return notes, []
+        try:
+            conn.execute(sa.delete(table).where(sa.false()))
+        except sa.exc.OperationalError:
+            shown = path.split("?")[0]
+            return notes, [(shown, f"make {shown} and its directory writable by the job's user "
+                                   f"(and do not open it read-only, mode=ro)")]
+        finally:
+            conn.rollback()
+        return notes, []
+
     def prepare_engine(self, engine, settings=None) -> None:
         enable_foreign_keys(engine)
         if settings is not None:
