@@ -62,8 +62,12 @@ def _sql_path(plan: RulePlan, variant: Variant, opts: ExecOptions) -> bool:
 
 
 def _not_done(plan: RulePlan, variant: Variant) -> sa.ColumnElement:
+    """Rows the SQL path rewrites: some column not done, and every column one SQL handles
+    (the others are refused by the Python path as well, and never touched or marked)."""
     col = plan.table.table.c
-    return sa.not_(sa.and_(sa.true(), *(s.done_sql(col[c], plan.impl) for c, s in variant.strategies.items())))
+    handled = [h for c, s in variant.strategies.items() if (h := s.handled_sql(col[c], plan.impl)) is not None]
+    return sa.and_(sa.not_(sa.and_(sa.true(), *(s.done_sql(col[c], plan.impl)
+                                                  for c, s in variant.strategies.items()))), *handled)
 
 
 @dataclass(frozen=True)

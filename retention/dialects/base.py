@@ -125,6 +125,30 @@ class DialectImpl:
         """True when ``col`` is ``prefix`` followed by exactly ``length`` lowercase hex digits."""
         return None
 
+    # Which stored values the SQL building blocks above compute exactly as the Python
+    # path does.  Each returns a two-valued SQL boolean for non-NULL values, or None when
+    # every value qualifies.  Values outside it are ones the Python path refuses too, so
+    # the SQL path must leave them as they are (see Strategy.handled_sql).
+
+    def plain_text(self, col: ColumnElement) -> ColumnElement | None:
+        """``col`` holds text that the string functions see whole, as Python sees it."""
+        return None
+
+    def whole_number(self, col: ColumnElement) -> ColumnElement | None:
+        """``col`` holds an integer, as the Python path reads it (for ``floor_to_multiple``)."""
+        return None
+
+    def at_period_start(self, col: ColumnElement, unit: str) -> ColumnElement | None:
+        """``col`` already is the first instant of its year/month/day, as the Python path reads it.
+
+        None: comparing ``truncate_datetime`` with the value says so (typed engines).
+        """
+        return None
+
+    def readable_datetime(self, col: ColumnElement) -> ColumnElement | None:
+        """``col`` holds a date/timestamp the driver reads into Python (for ``truncate_datetime``)."""
+        return None
+
 
 def duration_ms(d: Duration) -> int:
     """Milliseconds in a duration that has no calendar part (timeouts)."""

@@ -103,3 +103,13 @@ class PostgreSQLImpl(DialectImpl):
 
     def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
         return col.op("~", is_comparison=True)(sa.literal(f"^{prefix}[0-9a-f]{{{length}}}$", sa.Text))
+
+    def readable_datetime(self, col: ColumnElement) -> ColumnElement | None:
+        # Python's dates stop at years 1 and 9999; PostgreSQL's go to 4713 BC and 294276 AD,
+        # plus +-infinity, which psycopg cannot load. The bounds are read in the session
+        # time zone, as psycopg reads a timestamptz.
+        if not isinstance(col.type, (sa.Date, sa.DateTime)):
+            return None
+        low = sa.cast(sa.literal("0001-01-01 00:00:00", sa.Text), col.type)
+        high = sa.cast(sa.literal("9999-12-31 23:59:59.999999", sa.Text), col.type)
+        return sa.and_(col >= low, col <= high)
