@@ -99,7 +99,7 @@ def job_role(pg_shop):
     role = f"retention_job_{uuid.uuid4().hex[:8]}"
     with pg_shop.engine.begin() as c:
         c.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        c.exec_driver_sql(f"REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        c.exec_driver_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
     yield role
     pg_shop.engine.dispose()
     with pg_shop.engine.begin() as c:
@@ -109,9 +109,8 @@ def job_role(pg_shop):
 
 def _as(shop, role: str, tmp_path) -> str:
     url = make_url(shop.url).set(username=role).render_as_string(hide_password=False)
-    body = POLICY
     path = tmp_path / "job.toml"
-    path.write_text(open(shop.policy(body)).read().replace(shop.url, url))
+    path.write_text(open(shop.policy(POLICY)).read().replace(shop.url, url))
     return str(path)
 
 
@@ -178,22 +177,23 @@ def test_lock_for_update_needs_update_on_one_column(pg_shop, job_role, tmp_path)
 
 
 def test_needs_follow_the_plans_not_the_policy_text(sqlite_shop):
-    # the needs are read off the built plans: a floor's table on a cascade child is read,
-    # a detach is an UPDATE of the foreign-key column only
-    policy = sqlite_shop.policy(POLICY.replace('table = "shop.legal.holds"', 'table = "shop.legal_holds"') + """
+    # the needs are read off the built plans: a floor on a detached child is read through the
+    # cascade's protection, a detach is an UPDATE of the foreign-key column only, a block is a read
+    body = POLICY.replace('table = "shop.legal.holds"', 'table = "shop.legal_holds"') + """
 [[floors]]
-name = "addresses-1y"
-table = "shop.addresses"
-clock = "line1"
+name = "logs-1y"
+table = "shop.logs"
+clock = "created_at"
 keep = "1y"
-""".replace('clock = "line1"', 'clock = "created_at"').replace("shop.addresses", "shop.logs"))
-    with commands.open_session(policy, env=HASH_ENV) as s:
+"""
+    with commands.open_session(sqlite_shop.policy(body), env=HASH_ENV) as s:
         found = needs(build_plans(s.binding, s.ctx))
     closed = {(n.kind, n.table, n.columns) for n in found if "'closed-users'" in n.why}
     assert ("UPDATE", "logs", ("user_id",)) in closed
     assert ("DELETE", "addresses", ()) in closed and ("DELETE", "users", ()) in closed
     assert any(k == "SELECT" and t == "logs" and "created_at" in cols for k, t, cols in closed)  # the floor's clock
-    assert not any(k == "DELETE" and t in ("logs", "orders") for k, t, _ in closed)
+    assert any(k == "SELECT" and t == "orders" for k, t, _ in closed)                            # a blocking child
+    assert not any(k in ("DELETE", "UPDATE") and t == "orders" for k, t, _ in closed)
 
 
 def test_sqlite_has_no_grants_but_a_read_only_file_is_reported(sqlite_shop, tmp_path):
