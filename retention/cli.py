@@ -121,6 +121,8 @@ def check(opts) -> None:
     result = commands.check(opts["config"])
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
+    for note in result.privilege_notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"{result.config_path}: OK ({result.rules} rules on {len(result.tables)} tables)")
 
 
@@ -176,7 +178,8 @@ def _publish_quietly(publish, m) -> bool:
 
 @cli.command()
 @click.option("--url", default=commands.DEMO_URL, show_default=True,
-              help="Where to build the demo shop (it is dropped and rebuilt).")
+              help="Where to build the demo shop; an earlier demo there is rebuilt, and tables of "
+                   "the same names that the demo did not create are never touched (it refuses).")
 @click.option("--seed", default=7, show_default=True, help="Random seed of the demo data.")
 @report_options
 @global_options

@@ -25,6 +25,7 @@ from retention.errors import ConfigError, ConfigErrors
 from retention.execute import ExecOptions, cascade_selections, describe_error, execute_rule
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
+from retention import privileges
 from retention.report.model import Report
 from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, resolve_column_path
 from retention.timectx import TimeContext, is_date_only, utcnow
@@ -101,15 +102,28 @@ class CheckResult:
     rules: int
     tables: list[str]
     warnings: list[str]
+    #: how each database controls access (e.g. "SQLite has no grants: ..."); what is missing raises
+    privilege_notes: list[str] = field(default_factory=list)
 
 
 def check(config_path: str | None = None, *, env: Mapping[str, str] | None = None) -> CheckResult:
-    """Validate the file and bind it to the live schemas; touch no data."""
+    """Validate the file, bind it to the live schemas and check the login's privileges; touch no data.
+
+    Raises ConfigError (exit 2) for a bad file, and
+    :class:`~retention.privileges.MissingPrivileges` (exit 1) listing every
+    grant the login lacks, each with the statement that grants it.
+    """
     from retention.backups import policy_warnings
     with open_session(config_path, env=env) as s:
         tables = sorted({r.table for r in s.config.rules})
+        # privileges first: the database's compile check below would fail on a missing grant
+        # and call the policy invalid, when it is the login that lacks something
+        access = privileges.check(s.engines, build_plans(s.binding, s.ctx, None))
+        if not access.ok:
+            raise privileges.MissingPrivileges(access.missing)
         plans = _prepare(s, None)
-        return CheckResult(s.config.path, len(plans), tables, s.binding.warnings + policy_warnings(s.config))
+        return CheckResult(s.config.path, len(plans), tables, s.binding.warnings + policy_warnings(s.config),
+                           access.notes)
 
 
 def _prepare(s: Session, only: list[str] | None) -> list[RulePlan]:

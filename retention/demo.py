@@ -27,10 +27,13 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from sqlalchemy import (Column, Date, DateTime, ForeignKey, Integer, MetaData, Numeric, String,
-                        Table, Text, func, select)
+                        Table, Text, func, inspect, select)
+from sqlalchemy.engine import Engine
 
 from retention.dialects.drivers import create_engine
 from retention.durations import subtract_months
+from retention.errors import ConfigError
+from retention.log import mask_text
 
 METADATA = MetaData()
 
@@ -195,20 +198,78 @@ class _Person:
     order_ids: list[int] = field(default_factory=list)
 
 
+# The demo's own mark on a database: a one-row table written before its other
+# tables.  Kept out of METADATA so the shop's tables and counts stay what they are.
+_MARKER_METADATA = MetaData()
+MARKER = Table("retention_demo", _MARKER_METADATA,
+               Column("id", Integer, primary_key=True, autoincrement=False),
+               Column("note", String(200), nullable=False))
+MARKER_NOTE = "built by `retention demo`, which may drop and rebuild its tables here"
+
+
+class DemoRefused(ConfigError):
+    """The demo's target holds tables of the demo's names that the demo did not create."""
+
+
+def _check_ours(engine: Engine, url: str) -> None:
+    """Refuse (changing nothing) unless every demo-named table here was built by the demo.
+
+    A table counts as the demo's only if the marker table says the demo built
+    this database and the table still has exactly the demo's columns: an
+    application table that merely shares a name (``users``, ``orders``) is
+    never dropped.
+    """
+    inspector = inspect(engine)
+    existing = set(inspector.get_table_names())
+    present = [name for name in SCHEMA_TABLES if name in existing]
+    marked = False
+    if MARKER.name in existing:
+        columns = {c["name"] for c in inspector.get_columns(MARKER.name)}
+        if columns == {c.name for c in MARKER.columns}:
+            with engine.connect() as conn:
+                marked = conn.execute(select(MARKER.c.note).where(MARKER.c.id == 1)).scalar() == MARKER_NOTE
+        if not marked:
+            present.append(MARKER.name)
+    if not present:
+        return
+    if not marked:
+        why = (f"no '{MARKER.name}' table of the demo's says it built them" if MARKER.name not in present
+               else f"the '{MARKER.name}' table there was not written by the demo")
+        raise DemoRefused(f"refusing to build the demo at {mask_text(url)}: table(s) {', '.join(present)} "
+                          f"exist there and the demo did not create them ({why}); nothing was changed. "
+                          f"Point --url at an empty database, or at one the demo built", where="--url")
+    changed = [name for name in present
+               if {c["name"] for c in inspector.get_columns(name)} != {c.name for c in METADATA.tables[name].columns}]
+    if changed:
+        raise DemoRefused(f"refusing to rebuild the demo at {mask_text(url)}: table(s) {', '.join(changed)} no "
+                          f"longer have the demo's columns, so they may not be the demo's any more; nothing "
+                          f"was changed", where="--url")
+
+
 def create_demo(url: str = "sqlite:///retention-demo.db", *, now: datetime, seed: int = 7,
                 scale: float = 1.0) -> dict[str, int]:
-    """Create (dropping first) the demo shop at ``url`` and return row counts per table.
+    """Create the demo shop at ``url`` (replacing an earlier demo there) and return row counts per table.
 
     ``now`` anchors all five years of history (naive = UTC; aware values are
     converted).  ``scale`` multiplies the row counts (1.0: about 2,000 users,
     8,000 orders, 30,000 access-log rows); small scales still contain every
     population the demo policy needs.
+
+    Only tables the demo built are ever dropped: if ``url`` holds a table of a
+    demo table's name that the demo did not create, :class:`DemoRefused`
+    (exit 2) is raised and nothing is changed.
     """
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc).replace(tzinfo=None)
     rows = _Builder(random.Random(seed), now.replace(microsecond=0), scale).build()
     engine = create_engine(url)
     try:
+        _check_ours(engine, url)
+        # the mark first, committed: a build interrupted after it can still be rebuilt
+        _MARKER_METADATA.create_all(engine)
+        with engine.begin() as conn:
+            if conn.execute(select(func.count()).select_from(MARKER)).scalar() == 0:
+                conn.execute(MARKER.insert(), [{"id": 1, "note": MARKER_NOTE}])
         METADATA.drop_all(engine)
         METADATA.create_all(engine)
         with engine.begin() as conn:

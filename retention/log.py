@@ -35,9 +35,23 @@ T = TypeVar("T")
 # still masked whole.
 _URL_PASSWORD = re.compile(
     r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^\s/]*)@")
-# libpq keyword DSNs ("host=db password=secret") and the like.
-_KEYWORD_PASSWORD = re.compile(r"(?P<prefix>\b(?:password|passwd|pwd)\s*=\s*)(?P<password>'[^']*'|[^\s;&]+)",
-                               re.IGNORECASE)
+# Secret-bearing keys in libpq keyword DSNs ("host=db password=secret"), URL query
+# strings (?sslpassword=..., ?password=... as some drivers take it) and ODBC strings
+# (PWD=...), also percent-encoded (odbc_connect=...%3BPWD%3Dsecret): any key whose
+# name holds one of these words, so sslpassword, private_key_passphrase, auth_token
+# and client_secret are caught with password.  File paths (sslkey, passfile) are not
+# secrets and stay readable.
+_SECRET_WORDS = r"pass(?:word|wd|phrase)|pwd|secret|token|api_?key|credentials?"
+_KEYWORD_PASSWORD = re.compile(
+    rf"(?P<prefix>(?<![A-Za-z0-9])[A-Za-z0-9_.\-]*(?:{_SECRET_WORDS})[A-Za-z0-9_\-]*\s*(?:=|%3D)\s*)"
+    r"(?P<password>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|(?:(?!%26|%3B)[^\s;&'\"])+)",
+    re.IGNORECASE)
+
+# the same keys quoted, as a dict's repr or JSON prints them: {'sslpassword': 'x'}
+_QUOTED_SECRET = re.compile(
+    rf"(?P<prefix>(?P<q>['\"])[A-Za-z0-9_.\-]*(?:{_SECRET_WORDS})[A-Za-z0-9_\-]*(?P=q)\s*:\s*)"
+    r"(?P<password>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", re.IGNORECASE)
+_SECRET_KEY = re.compile(rf"(?:{_SECRET_WORDS})", re.IGNORECASE)
 
 MASK = "***"
 
@@ -74,15 +88,22 @@ def redact(text: str, secret: str | None) -> str:
 
 
 def mask_text(text: str) -> str:
-    """:func:`mask_url`, plus ``password=...`` pairs as in libpq connection strings."""
-    return _KEYWORD_PASSWORD.sub(lambda m: f"{m['prefix']}{MASK}", mask_url(text))
+    """:func:`mask_url`, plus secret ``key=value`` pairs (libpq DSNs, URL query strings, ODBC).
+
+    >>> mask_text("postgresql://u@db/shop?sslmode=require&sslpassword=k3y&sslkey=/etc/k.pem")
+    'postgresql://u@db/shop?sslmode=require&sslpassword=***&sslkey=/etc/k.pem'
+    >>> mask_text("host=db user=u password='a b' dbname=shop")
+    'host=db user=u password=*** dbname=shop'
+    """
+    text = _KEYWORD_PASSWORD.sub(lambda m: f"{m['prefix']}{MASK}", mask_url(text))
+    return _QUOTED_SECRET.sub(lambda m: f"{m['prefix']}{m['q']}{MASK}{m['q']}", text)
 
 
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, dict):
-        return {k: _mask_value(v) for k, v in value.items()}
+        return {k: MASK if _is_secret_key(k, v) else _mask_value(v) for k, v in value.items()}
     if type(value) in (list, tuple):   # exact types: a namedtuple cannot be rebuilt from items
         return type(value)(_mask_value(v) for v in value)
     if value is None or isinstance(value, (int, float, bool)):
@@ -91,6 +112,10 @@ def _mask_value(value: Any) -> Any:
     # otherwise serialise a namedtuple such as SQLAlchemy's URL field by
     # field, password included.
     return mask_text(str(value))
+
+
+def _is_secret_key(key: Any, value: Any) -> bool:
+    return isinstance(key, str) and value is not None and _SECRET_KEY.search(key) is not None
 
 
 def mask_credentials(logger: Any, method_name: str, event_dict: dict) -> dict:
@@ -104,7 +129,7 @@ def mask_credentials(logger: Any, method_name: str, event_dict: dict) -> dict:
         # exc_info is for the renderer to format (through _masked_traceback);
         # turning it into text here would lose the traceback.
         if key != "exc_info":
-            event_dict[key] = _mask_value(value)
+            event_dict[key] = MASK if _is_secret_key(key, value) else _mask_value(value)
     return event_dict
 
 

@@ -119,13 +119,52 @@ class Strategy:
         return out is value or out == value  # `is` covers NaN, which equals nothing
 
     def sql(self, col: ColumnElement, impl) -> ColumnElement | None:
-        """The new value as a SQL expression of ``col``, or None if ``impl`` can't express it."""
+        """The new value as a SQL expression of ``col``, or None if ``impl`` can't express it.
+
+        Values outside :meth:`handled_sql` come out unchanged.
+        """
         return None
 
+    def handled_sql(self, col: ColumnElement, impl) -> ColumnElement | None:
+        """A SQL boolean: the value is NULL or one :meth:`sql` rewrites exactly as :meth:`apply` would.
+
+        False exactly for the values :meth:`apply` refuses (raises on): a date
+        the driver cannot read, text with a NUL, a number stored as text.  The
+        SQL path leaves those as they are and the run reports them, as the
+        Python path does.  None: every value is handled.
+        """
+        pred = self._handled_sql(col, impl)
+        return None if pred is None else sa.or_(col.is_(None), pred)
+
+    def _handled_sql(self, col: ColumnElement, impl) -> ColumnElement | None:
+        """The dialect's test for values the SQL expression reads as Python does (subclasses)."""
+        return None
+
+    def _guarded(self, col: ColumnElement, impl, expr: ColumnElement | None) -> ColumnElement | None:
+        """``expr`` for handled values, the value itself for the others."""
+        handled = self._handled_sql(col, impl)
+        return expr if expr is None or handled is None else sa.case((handled, expr), else_=col)
+
     def done_sql(self, col: ColumnElement, impl) -> ColumnElement | None:
-        """A SQL boolean: the row's value needs no change; None if not expressible."""
+        """A SQL boolean: the row's value needs no change; None if not expressible.
+
+        A value the strategy cannot handle is not done (its :meth:`done` raises):
+        the executor keeps such rows out of the SQL path with :meth:`handled_sql`.
+        """
         expr = self.sql(col, impl)
-        return None if expr is None else sa.or_(col.is_(None), expr == col)
+        if expr is None:
+            return None
+        handled = self._handled_sql(col, impl)
+        same = expr == col
+        return sa.or_(col.is_(None), same if handled is None else sa.and_(handled, same))
+
+    @staticmethod
+    def _whole_text(value: str) -> str:
+        """``value``, refused if it holds a NUL: SQLite's SQL functions stop there, so no engine's
+        SQL path could agree with Python on it (PostgreSQL text cannot hold one at all)."""
+        if "\x00" in value:
+            raise ValueError("a value holds a NUL character (not shown)")
+        return value
 
     def conflicts(self, column: ColumnInfo) -> list[str]:
         """Problems this strategy would cause on ``column``, for ``retention check``."""

@@ -82,7 +82,7 @@ class Generalize(Strategy):
         if not isinstance(value, str):
             raise TypeError(f"{self.describe()} works on text, not {type(value).__name__} values")
         if self.mode == "keep_prefix":
-            return value[: self.keep_prefix]
+            return self._whole_text(value)[: self.keep_prefix]
         return self._ip_network(value)
 
     def _to_period(self, value):
@@ -157,13 +157,31 @@ class Generalize(Strategy):
 
     def sql(self, col, impl):
         if self.mode == "to":
-            return impl.truncate_datetime(col, self.to)
+            return self._guarded(col, impl, impl.truncate_datetime(col, self.to))
         if self.mode == "step":
-            return impl.floor_to_multiple(col, self.step)
+            return self._guarded(col, impl, impl.floor_to_multiple(col, self.step))
         if self.mode == "keep_prefix":
-            return sa.func.substr(col, 1, self.keep_prefix, type_=sa.String)
+            return self._guarded(col, impl, sa.func.substr(col, 1, self.keep_prefix, type_=sa.String))
         # IPs: Python only. SQL (PostgreSQL's inet) would fail on a non-address with
         # an error that quotes the value, and errors end up in logs.
+        return None
+
+    def done_sql(self, col, impl):
+        start = impl.at_period_start(col, self.to) if self.mode == "to" else None
+        if start is None or self.sql(col, impl) is None:
+            return super().done_sql(col, impl)
+        return sa.or_(col.is_(None), sa.and_(self._handled_sql(col, impl), start))
+
+    def _handled_sql(self, col, impl):
+        # what the Python path reads: dates the driver can load (a SQLite text date in the
+        # form SQLAlchemy writes, a PostgreSQL date within Python's years), integers stored
+        # as integers, text without a NUL
+        if self.mode == "to":
+            return impl.readable_datetime(col)
+        if self.mode == "step":
+            return impl.whole_number(col) if isinstance(col.type, sa.Integer) else None
+        if self.mode == "keep_prefix":
+            return impl.plain_text(col)
         return None
 
     def _conflicts(self, column):

@@ -170,7 +170,7 @@ class Mask(Strategy):
     def _apply(self, value):
         if not isinstance(value, str):
             raise TypeError(f"{self.describe()} masks text, not {type(value).__name__} values")
-        n, kf, kl = len(value), self.keep_first, self.keep_last
+        n, kf, kl = len(self._whole_text(value)), self.keep_first, self.keep_last
         if n <= kf + kl:
             return self.char * n
         return value[:kf] + self.char * (n - kf - kl) + value[n - kl:]
@@ -185,7 +185,10 @@ class Mask(Strategy):
             middle = sa.func.substr(col, 1, kf, type_=sa.String).concat(middle)
         if kl:
             middle = middle.concat(sa.func.substr(col, n - (kl - 1), type_=sa.String))
-        return sa.case((n <= kf + kl, whole), else_=middle)
+        return self._guarded(col, impl, sa.case((n <= kf + kl, whole), else_=middle))
+
+    def _handled_sql(self, col, impl):
+        return impl.plain_text(col)
 
     def _conflicts(self, column):
         return (self._needs_kind(column, "strategy 'mask'", ("string",), "a text column")
@@ -211,7 +214,7 @@ class RedactEmail(Strategy):
     def _apply(self, value):
         if not isinstance(value, str):
             raise TypeError(f"{self.describe()} redacts text, not {type(value).__name__} values")
-        at = value.rfind("@")
+        at = self._whole_text(value).rfind("@")
         if at < 0:
             return "*" * len(value)
         if at <= 1:
@@ -232,7 +235,10 @@ class RedactEmail(Strategy):
         domain = sa.func.substr(col, at, type_=sa.String)
         head = sa.case((n <= 1, stars_short),
                        else_=sa.func.substr(col, 1, 1, type_=sa.String).concat(stars_tail))
-        return sa.case((at == 0, stars_all), else_=head.concat(domain))
+        return self._guarded(col, impl, sa.case((at == 0, stars_all), else_=head.concat(domain)))
+
+    def _handled_sql(self, col, impl):
+        return impl.plain_text(col)
 
     def _conflicts(self, column):
         label = "strategy 'redact_email'"

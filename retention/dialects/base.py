@@ -92,6 +92,24 @@ class DialectImpl:
         the job runs, reads included.
         """
 
+    # -- privileges (retention.privileges) --------------------------------
+
+    def privileges_held(self, conn: Connection, atoms: list[tuple]) -> list[bool] | None:
+        """For each ``(kind, schema, table, column)``, whether the login holds it; None: no grants here.
+
+        ``kind`` is USAGE (on the schema), SELECT, UPDATE (of ``column``), LOCK
+        (``SELECT ... FOR UPDATE``) or DELETE; ``schema`` None is the default one.
+        """
+        return None
+
+    def login(self, conn: Connection) -> tuple[str, str | None]:
+        """The role the connection acts as, and its default schema (for GRANT statements)."""
+        return "", None
+
+    def storage_access(self, conn: Connection, table: sa.Table | None) -> tuple[list[str], list[tuple[str, str]]]:
+        """Notes on how the engine controls access, and problems as (what, how to fix it)."""
+        return [], []
+
     # -- building blocks for anonymization (retention.anonymize) -----------
     # Each returns a Core expression, or None when this engine can't express it
     # and the strategy must run in Python. NULL in gives NULL out.
@@ -120,6 +138,30 @@ class DialectImpl:
 
     def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
         """True when ``col`` is ``prefix`` followed by exactly ``length`` lowercase hex digits."""
+        return None
+
+    # Which stored values the SQL building blocks above compute exactly as the Python
+    # path does.  Each returns a two-valued SQL boolean for non-NULL values, or None when
+    # every value qualifies.  Values outside it are ones the Python path refuses too, so
+    # the SQL path must leave them as they are (see Strategy.handled_sql).
+
+    def plain_text(self, col: ColumnElement) -> ColumnElement | None:
+        """``col`` holds text that the string functions see whole, as Python sees it."""
+        return None
+
+    def whole_number(self, col: ColumnElement) -> ColumnElement | None:
+        """``col`` holds an integer, as the Python path reads it (for ``floor_to_multiple``)."""
+        return None
+
+    def at_period_start(self, col: ColumnElement, unit: str) -> ColumnElement | None:
+        """``col`` already is the first instant of its year/month/day, as the Python path reads it.
+
+        None: comparing ``truncate_datetime`` with the value says so (typed engines).
+        """
+        return None
+
+    def readable_datetime(self, col: ColumnElement) -> ColumnElement | None:
+        """``col`` holds a date/timestamp the driver reads into Python (for ``truncate_datetime``)."""
         return None
 
 

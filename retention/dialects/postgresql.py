@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -57,6 +58,45 @@ class PostgreSQLImpl(DialectImpl):
         return [name for name in inspector.get_schema_names()
                 if name != default and name != "information_schema" and not name.startswith("pg_")]
 
+    def privileges_held(self, conn, atoms):
+        # the has_*_privilege functions answer for the session's role, counting grants to
+        # PUBLIC and to roles it inherits; column-level grants count for has_column_privilege.
+        # Tables go by OID: looking one up by name already fails without USAGE on its schema
+        default = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        names = sorted({(schema or default, table) for _k, schema, table, _c in atoms if table is not None})
+        oids = {}
+        if names:
+            rows = conn.execute(sa.text(
+                "SELECT n.nspname, c.relname, c.oid FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE (n.nspname, c.relname) IN :names").bindparams(sa.bindparam("names", expanding=True)),
+                {"names": names})
+            oids = {(nsp, rel): int(oid) for nsp, rel, oid in rows}
+        checks = []
+        for kind, schema, table, column in atoms:
+            schema = schema or default
+            if kind == "USAGE":
+                checks.append(sa.func.has_schema_privilege(sa.literal(schema, sa.Text), "USAGE"))
+                continue
+            oid = sa.cast(sa.literal(oids[(schema, table)]), postgresql.OID)
+            if kind == "DELETE":
+                checks.append(sa.func.has_table_privilege(oid, "DELETE"))
+            elif kind == "LOCK":
+                # FOR UPDATE needs UPDATE on at least one column of the table
+                checks.append(sa.func.has_any_column_privilege(oid, "UPDATE"))
+            elif column is None:
+                checks.append(sa.func.has_any_column_privilege(oid, kind))
+            else:
+                checks.append(sa.func.has_column_privilege(oid, sa.literal(column, sa.Text), kind))
+        held: list[bool] = []
+        for start in range(0, len(checks), 500):     # PostgreSQL allows 1664 result columns
+            held += [bool(v) for v in conn.execute(sa.select(*checks[start:start + 500])).one()]
+        return held
+
+    def login(self, conn):
+        role, schema = conn.execute(sa.text("SELECT current_user, current_schema()")).one()
+        return role, schema
+
     def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
         # numeric % is exact here, so NUMERIC columns floor exactly too (not floats:
         # their Python path needs care with binary rounding that SQL can't mirror)
@@ -75,3 +115,13 @@ class PostgreSQLImpl(DialectImpl):
 
     def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
         return col.op("~", is_comparison=True)(sa.literal(f"^{prefix}[0-9a-f]{{{length}}}$", sa.Text))
+
+    def readable_datetime(self, col: ColumnElement) -> ColumnElement | None:
+        # Python's dates stop at years 1 and 9999; PostgreSQL's go to 4713 BC and 294276 AD,
+        # plus +-infinity, which psycopg cannot load. The bounds are read in the session
+        # time zone, as psycopg reads a timestamptz.
+        if not isinstance(col.type, (sa.Date, sa.DateTime)):
+            return None
+        low = sa.cast(sa.literal("0001-01-01 00:00:00", sa.Text), col.type)
+        high = sa.cast(sa.literal("9999-12-31 23:59:59.999999", sa.Text), col.type)
+        return sa.and_(col >= low, col <= high)

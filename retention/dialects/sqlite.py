@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import weakref
 from datetime import date, datetime
 from typing import ClassVar
 
@@ -14,6 +16,75 @@ from retention.dialects.base import DialectImpl, duration_ms, register
 
 
 _BEGIN_MODE = "retention_begin"
+
+_D = "[0-9]"
+_DAY = f"{_D * 4}-{_D * 2}-{_D * 2}"
+_SECOND = f"{_DAY} {_D * 2}:{_D * 2}:{_D * 2}"
+#: SQLAlchemy's own text for a DATETIME (a day, a second, a fraction of any length: the
+#: forms the clock check accepts too); a DATE is the day alone
+_CANONICAL = {
+    "date": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+    "datetime": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)?"),
+}
+
+
+def _canonical_reader(kind: str, parse):
+    pattern = _CANONICAL[kind]
+
+    def process(value):
+        if value is None:
+            return None
+        if not isinstance(value, str) or pattern.fullmatch(value) is None:
+            # never echo the value: it is personal data
+            raise ValueError(f"a stored {kind} is not written as SQLAlchemy writes one")
+        return parse(value)
+    return process
+
+
+class _AsIs:
+    """Keep this very type for the driver: the pysqlite dialect would otherwise swap in
+    its own DATE/DATETIME class, and with it the lenient reader."""
+
+    def _gen_dialect_impl(self, dialect):
+        return self
+
+
+class CanonicalDateTime(_AsIs, sqlite_dialect.DATETIME):
+    """A DATETIME read only in the text form SQLAlchemy writes (``YYYY-MM-DD[ HH:MM:SS[.ffffff]]``).
+
+    SQLAlchemy's own reader takes anything ``datetime.fromisoformat`` takes
+    (a ``T``, an offset, ``19870314``, week dates: which, depends on the
+    Python version); SQL cannot read all of that alike, and the job's SQL and
+    Python paths must agree on every value.  So the job reads one form,
+    checked in SQL by :meth:`SQLiteImpl.readable_datetime`, and refuses others.
+    """
+
+    def result_processor(self, dialect, coltype):
+        # digits past the microsecond are dropped, as fromisoformat drops them where it takes them
+        return _canonical_reader("datetime", lambda v: datetime.fromisoformat(v[:26]))
+
+
+class CanonicalDate(_AsIs, sqlite_dialect.DATE):
+    """A DATE read only as ``YYYY-MM-DD`` (see :class:`CanonicalDateTime`)."""
+
+    def result_processor(self, dialect, coltype):
+        return _canonical_reader("date", date.fromisoformat)
+
+
+#: engines whose reflected dates are read canonically: the job's own (see prepare_engine)
+_JOB_ENGINES: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@event.listens_for(sa.Table, "column_reflect")
+def _canonical_dates(inspector, table, column_info):  # pragma: no cover - trivial
+    bind = getattr(inspector.bind, "engine", inspector.bind)
+    if bind not in _JOB_ENGINES:
+        return
+    kind = column_info["type"]
+    if isinstance(kind, sa.DateTime) and not isinstance(kind, CanonicalDateTime):
+        column_info["type"] = CanonicalDateTime()
+    elif isinstance(kind, sa.Date) and not isinstance(kind, (sa.DateTime, CanonicalDate)):
+        column_info["type"] = CanonicalDate()
 
 
 @register
@@ -44,8 +115,48 @@ class SQLiteImpl(DialectImpl):
         return sa.func.substr(col, 1, keep, type_=sa.String).concat(sa.literal(text[keep:], sa.String))
 
     def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
-        # GLOB is case-sensitive and, without '*', matches the whole string: exact length
-        return col.op("GLOB", is_comparison=True)(sa.literal(prefix + "[0-9a-f]" * length, sa.String))
+        # GLOB is case-sensitive and, without '*', matches the whole string up to a NUL:
+        # exact length, once a NUL is ruled out
+        return sa.and_(col.op("GLOB", is_comparison=True)(sa.literal(prefix + "[0-9a-f]" * length, sa.String)),
+                       self.plain_text(col))
+
+    # SQLite's text functions (length, substr, replace, GLOB) stop at the first NUL
+    # character, Python's str does not; and a column stores whatever type it is given.
+    # The SQL path may only rewrite what both read alike.
+
+    def plain_text(self, col: ColumnElement) -> ColumnElement | None:
+        return sa.and_(sa.func.typeof(col) == "text",
+                       sa.func.instr(sa.cast(col, sa.LargeBinary), sa.literal(b"\x00", sa.LargeBinary)) == 0)
+
+    def whole_number(self, col: ColumnElement) -> ColumnElement | None:
+        return sa.func.typeof(col) == "integer"
+
+    def at_period_start(self, col: ColumnElement, unit: str) -> ColumnElement | None:
+        # text equality would call '1987-01-01 00:00:00' not done (SQLAlchemy writes
+        # '.000000'), where Python reads the very instant it would write: compare what
+        # Python reads instead: the day's digits past the period, then the time up to the
+        # microsecond (later digits are dropped on reading)
+        keep = {"year": 4, "month": 7, "day": 10}[unit]
+        rest = "-01-01"[: 10 - keep]
+        return sa.and_(sa.func.substr(col, keep + 1, 10 - keep) == rest,
+                       sa.not_(sa.func.substr(col, 11, 16).op("GLOB")("*[1-9]*")))
+
+    def readable_datetime(self, col: ColumnElement) -> ColumnElement | None:
+        """Dates in the one text form the Python path reads (see :class:`CanonicalDateTime`)."""
+        if isinstance(col.type, sa.DateTime):
+            shapes = [col.op("GLOB")(_DAY), col.op("GLOB")(_SECOND), sa.and_(
+                col.op("GLOB")(_SECOND + ".[0-9]*"), sa.not_(sa.func.substr(col, 21).op("GLOB")("*[^0-9]*")))]
+        elif isinstance(col.type, sa.Date):
+            shapes = [col.op("GLOB")(_DAY)]
+        else:
+            return None
+        day = sa.func.substr(col, 1, 10)
+        valid_day = sa.func.coalesce(sa.func.date(day, "+0 days") == day, False)
+        valid_time = sa.or_(sa.func.length(col) == 10, sa.and_(
+            sa.func.substr(col, 12, 2) <= "23", sa.func.substr(col, 15, 2) <= "59",
+            sa.func.substr(col, 18, 2) <= "59"))
+        return sa.and_(self.plain_text(col), sa.or_(*shapes),
+                       valid_day, sa.func.substr(col, 1, 4) != "0000", valid_time)
 
 
     # A batch reads (its key range) before it writes. With a deferred BEGIN, an
@@ -91,8 +202,30 @@ class SQLiteImpl(DialectImpl):
                         sa.not_(sa.func.substr(col, 21).op("GLOB")("*[^0-9]*")))))
         return sa.and_(col.is_not(None), sa.not_(good))
 
+    def storage_access(self, conn, table):
+        """SQLite has no grants: the job needs the file (and its directory, for the journal) writable.
+
+        Probed, not guessed from permission bits (which say nothing to root, nor
+        of a read-only open): a DELETE that matches nothing, rolled back.
+        """
+        path = conn.engine.url.database or ":memory:"
+        notes = [f"SQLite has no grants: the job needs to read and write {path} and to create its "
+                 f"journal in the same directory"]
+        if table is None:
+            return notes, []
+        try:
+            conn.execute(sa.delete(table).where(sa.false()))
+        except sa.exc.OperationalError:
+            shown = path.split("?")[0]
+            return notes, [(shown, f"make {shown} and its directory writable by the job's user "
+                                   f"(and do not open it read-only, mode=ro)")]
+        finally:
+            conn.rollback()
+        return notes, []
+
     def prepare_engine(self, engine, settings=None) -> None:
         enable_foreign_keys(engine)
+        _JOB_ENGINES.add(engine)
         if settings is not None:
             busy_ms = int(duration_ms(settings.lock_timeout))
 
