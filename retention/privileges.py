@@ -142,6 +142,12 @@ def needs(plans: Iterable[RulePlan]) -> list[Need]:
                 if step.action == "delete":
                     out.append(Need(db, "DELETE", child.schema, child.name,
                                     why=f"{who} deletes from it through {step.fk.via}"))
+                    if p.impl.supports_for_update:
+                        # every cascade level is locked before the re-check, so nothing new
+                        # can be added under a row the batch is about to delete
+                        key = next(iter(child.primary_key.columns)) if len(child.primary_key.columns) else next(iter(child.columns))
+                        out.append(Need(db, "LOCK", child.schema, child.name, (key.name,),
+                                        f"{who} locks the rows it cascades to (SELECT ... FOR UPDATE)"))
                 else:
                     out.append(Need(db, "UPDATE", child.schema, child.name, (step.fk.column,),
                                     f"{who} detaches it through {step.fk.via}"))

@@ -131,6 +131,7 @@ def test_check_lists_exactly_the_missing_grants_and_they_are_enough(pg_shop, job
         f"GRANT SELECT ON legal.holds TO {r};",
         f"GRANT SELECT ON public.legal_holds TO {r};",     # a blocking child of users
         f"GRANT SELECT ON public.orders TO {r};",          # likewise
+        f"GRANT UPDATE (id) ON public.addresses TO {r};",  # cascade rows are locked FOR UPDATE
         f"GRANT UPDATE (user_id) ON public.logs TO {r};",  # detached by the users delete
         f"GRANT UPDATE (anonymized_at, name, restricted_at) ON public.users TO {r};",
         f"GRANT DELETE ON public.addresses TO {r};",       # deleted by the users delete's cascade
