@@ -87,15 +87,16 @@ def _children(plan: RulePlan, path: tuple[CascadeStep, ...], roots: Roots) -> tu
     t = plan.table.table
     last = path[-1]
     child = plan_table(plan, last.fk.child)
-    if len(path) == 1 and roots.keys is not None and last.fk.parent_column == plan.pk.name:
-        return child, child.c[last.fk.column].in_(roots.keys)
+    if len(path) == 1 and roots.keys is not None and last.fk.parent_columns == tuple(c.name for c in plan.pk_columns):
+        # a multi-column key binds the locked keys as row values: (a, b) IN ((1, 2), ...)
+        return child, last.fk.child_key(child).in_(roots.keys)
     joined, previous = t, t
     for step in path[:-1]:
         table = plan_table(plan, step.fk.child)
-        joined = joined.join(table, table.c[step.fk.column] == previous.c[step.fk.parent_column])
+        joined = joined.join(table, step.fk.link(table, previous))
         previous = table
-    values = sa.select(previous.c[last.fk.parent_column]).select_from(joined).where(roots.where)
-    return child, child.c[last.fk.column].in_(values)
+    values = sa.select(*(previous.c[c] for c in last.fk.parent_columns)).select_from(joined).where(roots.where)
+    return child, last.fk.child_key(child).in_(values)
 
 
 def plan_table(plan: RulePlan, key: str) -> sa.Table:
@@ -210,19 +211,41 @@ def _bound_query(plan: RulePlan, pred: sa.ColumnElement, lo, size) -> sa.Select:
     harmless one, so ``--sql`` shows exactly what runs.
     """
     pk = plan.pk
-    cond = [pred] if lo is None else [pk > lo, pred]
+    cond = [pred] if lo is None else [pk > _key_value(plan, lo), pred]
     limit = sa.text(f"LIMIT {int(size)}") if isinstance(size, int) else sa.text("LIMIT :batch_size")
-    sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(limit).subquery()
-    return sa.select(sa.func.max(sub.c.k))
+    if not plan.composite:
+        sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(limit).subquery()
+        return sa.select(sa.func.max(sub.c.k))
+    # a row value has no max(): the next rows in key order, then the last of them
+    cols = plan.pk_columns
+    sub = sa.select(*cols).where(*cond).order_by(*cols).suffix_with(limit).subquery()
+    return sa.select(*sub.c).order_by(*(c.desc() for c in sub.c)).suffix_with(sa.text("LIMIT 1"))
 
 
 def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int):
-    return conn.execute(_bound_query(plan, pred, lo, size)).scalar()
+    """The batch's upper key (a tuple for a composite key), or None when no row is left."""
+    if not plan.composite:
+        return conn.execute(_bound_query(plan, pred, lo, size)).scalar()
+    row = conn.execute(_bound_query(plan, pred, lo, size)).first()
+    return None if row is None else tuple(row)
+
+
+def _key_value(plan: RulePlan, key) -> sa.ColumnElement:
+    """A key as SQL: bound as it is, or as a row value of bound parameters for a composite key."""
+    if not plan.composite or isinstance(key, sa.ClauseElement):
+        return key
+    return sa.tuple_(*(sa.bindparam(None, v, type_=c.type) for c, v in zip(plan.pk_columns, key)))
+
+
+def _key_of(plan: RulePlan, row) -> object:
+    """A selected row's key: the value, or the tuple of values of a composite key."""
+    return tuple(row[:len(plan.pk_columns)]) if plan.composite else row[0]
 
 
 def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
     pk = plan.pk
-    return sa.and_(pk <= hi) if lo is None else sa.and_(pk > lo, pk <= hi)
+    hi = _key_value(plan, hi)
+    return sa.and_(pk <= hi) if lo is None else sa.and_(pk > _key_value(plan, lo), pk <= hi)
 
 
 # --- executing ------------------------------------------------------------------
@@ -367,16 +390,17 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
     if action == "delete":
         if not _locks_parents(plan):
             return conn.execute(sa.delete(t).where(rng, plan.work)).rowcount
-        keys_q = sa.select(plan.pk).where(rng, plan.work)
+        keys_q = sa.select(*plan.pk_columns).where(rng, plan.work)
         if plan.impl.supports_for_update:
-            keys = [k for (k,) in conn.execute(keys_q.with_for_update())]
+            keys = [_key_of(plan, r) for r in conn.execute(keys_q.with_for_update())]
             # A child committed while FOR UPDATE waited for its parent's lock is not in that
             # statement's snapshot. Now that the parents are locked no new child can arrive:
             # a fresh look (READ COMMITTED) keeps only the parents that are still work.
             if keys:
-                keys = [k for (k,) in conn.execute(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work))]
+                keys = [_key_of(plan, r) for r in conn.execute(
+                    sa.select(*plan.pk_columns).where(plan.pk.in_(keys), plan.work))]
         else:
-            keys = [k for (k,) in conn.execute(keys_q)]
+            keys = [_key_of(plan, r) for r in conn.execute(keys_q)]
         if not keys:
             return 0
         _cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys), cascaded)
@@ -411,7 +435,8 @@ def _cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, cascaded: di
         if step.action == "delete":
             cascaded[key] += conn.execute(sa.delete(child).where(link)).rowcount
         else:
-            cascaded[key] += conn.execute(sa.update(child).where(link).values({step.fk.column: None})).rowcount
+            cascaded[key] += conn.execute(sa.update(child).where(link)
+                                          .values({c: None for c in step.fk.columns})).rowcount
 
 
 def _mark_values(plan: RulePlan, variant: Variant, ctx: TimeContext) -> dict:
@@ -441,7 +466,7 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     """
     t = plan.table.table
     cols = list(variant.strategies)
-    q = sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)
+    q = sa.select(*plan.pk_columns, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)
     if ctx is not None and plan.impl.supports_for_update:
         q = q.with_for_update()
     updates = []
@@ -449,8 +474,9 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     # so Python must too, or it masks spaces and never sees a constant as done
     padded = {c for c in cols if isinstance(t.c[c].type, sa.CHAR)}
     for row in conn.execute(q):
-        key, values = row[0], tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
-                                    for c, v in zip(cols, row[1:]))
+        n = len(plan.pk_columns)
+        key, values = _key_of(plan, row), tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
+                                                for c, v in zip(cols, row[n:]))
         try:
             if all(variant.strategies[c].done(v) for c, v in zip(cols, values)):
                 continue
@@ -460,7 +486,7 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
             # only the class: the message may quote the value
             raise StrategyError(f"{type(e).__name__} while anonymizing in Python "
                                 f"(a value in {', '.join(cols)} that a strategy cannot handle; not shown)") from None
-        new["k_pk"] = key
+        new.update({f"k_pk{i}": v for i, v in enumerate(key if plan.composite else (key,))})
         updates.append(new)
     if ctx is None or not updates:
         return len(updates)
@@ -470,7 +496,8 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
             return 0
     values = {c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in cols}
     values.update(_mark_values(plan, variant, ctx))
-    conn.execute(sa.update(t).where(plan.pk == sa.bindparam("k_pk")).values(values), updates)
+    same_key = [c == sa.bindparam(f"k_pk{i}") for i, c in enumerate(plan.pk_columns)]
+    conn.execute(sa.update(t).where(*same_key).values(values), updates)
     return len(updates)
 
 
@@ -494,10 +521,10 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
         out.append(show(sa.delete(t).where(rng, plan.work)))
     elif action == "delete":
         keys = sa.bindparam("keys", expanding=True)
-        sel = sa.select(plan.pk).where(rng, plan.work)
+        sel = sa.select(*plan.pk_columns).where(rng, plan.work)
         out.append(show(sel.with_for_update() if plan.impl.supports_for_update else sel))
         if plan.impl.supports_for_update:
-            out.append(show(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work)))
+            out.append(show(sa.select(*plan.pk_columns).where(plan.pk.in_(keys), plan.work)))
 
         roots = Roots(plan.pk.in_(keys), keys)
 
@@ -510,7 +537,7 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
                 if step.action == "delete":
                     out.append(show(sa.delete(child).where(link)))
                 else:
-                    out.append(show(sa.update(child).where(link).values({step.fk.column: None})))
+                    out.append(show(sa.update(child).where(link).values({c: None for c in step.fk.columns})))
         walk(plan.cascade)
         out.append(show(sa.delete(t).where(plan.pk.in_(keys))))
     elif action == "restrict":

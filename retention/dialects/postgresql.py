@@ -10,7 +10,31 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DialectImpl, duration_ms, register
+from retention.dialects.base import CatalogGraph, DialectImpl, RawForeignKey, duration_ms, register
+
+# Tables (ordinary and partitioned) outside the system schemas, with the
+# partitioned table each partition belongs to.
+_TABLES = sa.text(r"""
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispartition,
+           (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid) AS parent
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+""")
+
+# Foreign keys as declared: conparentid <> 0 marks a copy PostgreSQL made of a
+# key declared on a partitioned table (on each partition, or towards each
+# partition of a partitioned parent); the declared key stands for them all.
+_FOREIGN_KEYS = sa.text("""
+    SELECT con.conrelid, con.confrelid,
+           ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(num, ord)
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord),
+           ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k(num, ord)
+                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord),
+           NOT EXISTS (SELECT 1 FROM pg_attribute a
+                       WHERE a.attrelid = con.conrelid AND a.attnum = ANY (con.conkey) AND a.attnotnull)
+    FROM pg_constraint con
+    WHERE con.contype = 'f' AND con.conparentid = 0
+""")
 
 
 @register
@@ -44,6 +68,35 @@ class PostgreSQLImpl(DialectImpl):
         default = inspector.default_schema_name
         return [name for name in inspector.get_schema_names()
                 if name != default and name != "information_schema" and not name.startswith("pg_")]
+
+    def catalog_graph(self, engine: Engine) -> CatalogGraph:
+        """The whole database's tables, partitions and declared foreign keys in two catalog queries."""
+        graph = CatalogGraph()
+        with engine.connect() as conn:
+            default = conn.exec_driver_sql("SELECT current_schema()").scalar()
+            rows = conn.execute(_TABLES).all()
+            fks = conn.execute(_FOREIGN_KEYS).all()
+            conn.rollback()
+        ref = {oid: (None if schema == default else schema, name) for oid, schema, name, *_ in rows}
+        parent = {oid: up for oid, _s, _n, _k, is_part, up in rows if is_part and up in ref}
+        for oid, _schema, _name, kind, _is_part, _up in rows:
+            if oid not in parent:
+                graph.tables.append(ref[oid])
+                continue
+            chain, up = [], parent[oid]
+            while True:
+                chain.append(ref[up])
+                if up not in parent:
+                    break
+                up = parent[up]
+            graph.partitions[ref[oid]] = chain[-1]
+            graph.partition_parents[ref[oid]] = chain[:-1]
+            if kind == "r":
+                graph.leaf_partitions.add(ref[oid])
+        for child, parent_oid, cols, pcols, nullable in fks:
+            if child in ref and parent_oid in ref:
+                graph.fks.append(RawForeignKey(ref[child], tuple(cols), ref[parent_oid], tuple(pcols), bool(nullable)))
+        return graph
 
     def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
         # numeric % is exact here, so NUMERIC columns floor exactly too (not floats:
