@@ -165,3 +165,20 @@ def test_no_reach_warning_without_holds(shop):
     max_fraction = 1.0
     """)
     assert not [w for w in commands.check(policy, env=HASH_ENV).warnings if "no hold can protect" in w]
+
+
+def test_a_delete_keeps_a_row_its_held_subject_reaches_through_two_keys(shop):
+    md = members_schema(shop)
+    policy = shop.policy(MEMBERS + """
+    [[rules]]
+    name = "photos-purge"
+    table = "shop.photos"
+    clock = "taken_at"
+    after = "1y"
+    action = "delete"
+    max_fraction = 1.0
+    """)
+    out = outcome(shop.run(policy, now=NOW), "photos-purge")
+    assert protected(out) == {"hold:dispute": 1} and out.touch == 2
+    assert ids(shop, md, "photos") == [1]
+    assert shop.dangling() == []
