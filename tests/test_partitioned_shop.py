@@ -289,6 +289,10 @@ def test_plan_run_and_end_state_match_independent_sql(rental_shop):
                          f"AND NOT {PAYMENT_HELD} AND {PAYMENT_FLOOR}")
     notes_of_old = ids(admin, f"SELECT n.id FROM payment_notes n WHERE n.payment_id IN ({OLD_PAYMENTS})")
     closed = ids(admin, CLOSED_CUSTOMERS)
+    reached = (f"(p.customer_id IN ({CLOSED_CUSTOMERS}) OR p.rental_id IN "
+               f"(SELECT id FROM rentals WHERE customer_id IN ({CLOSED_CUSTOMERS})))")
+    payments_of_closed = ids(admin, f"SELECT p.id FROM payments p WHERE {reached}")
+    payments_of_closed_left = [p for p in payments_of_closed if p not in old_payments]
     # a scenario that exercises something: the late partition, holds, the floor, all present
     assert {901, 903} <= set(old_payments) and 902 in held_payments and floored
     assert closed and 2 not in closed
@@ -300,6 +304,12 @@ def test_plan_run_and_end_state_match_independent_sql(rental_shop):
     assert protected(plan) == {"hold:litigation": len(held_payments), "floor:bookkeeping-5y": len(floored)}
     assert plan.touch == len(old_payments)
     assert cascades(plan) == {"shop.payment_notes:delete": len(notes_of_old)}
+    # alone, on the data as it is: each payment of a closed customer once, reached by its
+    # customer, by its rental or both, in whichever partition it lies
+    plan = outcome(report, "closed-customers")
+    assert plan.touch == len(closed) and protected(plan) == {"hold:litigation": 1, "floor:bookkeeping-5y": 1}
+    assert cascades(plan)["shop.payments:delete"] == len(payments_of_closed)
+    assert [c.table for c in plan.cascades if c.table.startswith("shop.payments_")] == []
 
     report = commands.run(policy, now=NOW, env=HASH_ENV)
     run = outcome(report, "old-payments")
@@ -313,6 +323,7 @@ def test_plan_run_and_end_state_match_independent_sql(rental_shop):
     assert ids(admin, "SELECT id FROM customers ORDER BY id") == [c for c in range(1, 13) if c not in closed]
     # each payment once, however it was reached (its customer, its rental, the partitioned table)
     assert cascades(gone)["shop.rentals:delete"] == 2 * len(closed)
+    assert cascades(gone)["shop.payments:delete"] == len(payments_of_closed_left)
     assert ids(admin, "SELECT id FROM rentals WHERE customer_id NOT IN (SELECT id FROM customers)") == []
 
     # the held customer's email and address are kept; the other closed customer's email is redacted
