@@ -198,3 +198,23 @@ def test_a_hold_protects_rows_of_a_composite_key_table_and_their_cascade(shop):
     assert protected(out) == {"hold:litigation": 1} and out.touch == 1
     assert keys(shop, md) == [(1, 1)] and keys(shop, md, "parcels") == [(1,)]
     assert shop.dangling() == []
+
+
+def test_a_clock_follows_a_multi_column_foreign_key(shop):
+    md = composite_schema(shop)
+    fill(shop, md, [(1, 1, OLD, None), (2, 1, RECENT, None)])
+    with shop.engine.begin() as conn:
+        conn.execute(md.tables["parcels"].insert(), [
+            dict(id=1, shipment_region=1, shipment_id=1, weight=1),
+            dict(id=2, shipment_region=2, shipment_id=1, weight=2)])
+    policy = shop.policy("""
+    [[rules]]
+    name = "parcels-purge"
+    table = "shop.parcels"
+    clock = "shipment.sent_at"
+    after = "1y"
+    action = "delete"
+    max_fraction = 1.0
+    """)
+    assert outcome(shop.run(policy, now=NOW), "parcels-purge").touch == 1
+    assert keys(shop, md, "parcels") == [(2,)]
