@@ -564,6 +564,7 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
     if not errors:
         _check_rules_together(b, err)
         _check_hold_reach(b)
+        _check_fk_indexes(b)
     if errors:
         raise ConfigErrors(errors)
     return b
@@ -640,6 +641,40 @@ def _check_hold_reach(b: Binding) -> None:
                 f"{table} (rule{'s' if len(rules) > 1 else ''} {', '.join(repr(r) for r in rules)}): no foreign key "
                 f"leads from it to a held subject ({', '.join(held)}), so no hold can protect its rows; if they "
                 f"belong to a subject, name the way with [tables.\"{table}\"] subject_path")
+
+
+def _check_fk_indexes(b: Binding) -> None:
+    """Warn about foreign keys a delete follows that no index begins with.
+
+    A cascade or a blocking check looks children up by the key for every
+    batch; without an index that is a scan of the whole child table each time.
+    """
+    seen: set[ForeignKey] = set()
+    for rule in b.config.rules:
+        if rule.action != "delete" or not rule.enabled:
+            continue
+        stack, visited = [rule.table], {rule.table}
+        while stack:
+            for fk in b.catalog.children_of(stack.pop()):
+                action = b.parent_action(fk)
+                child = b.catalog.get(fk.child)
+                if fk not in seen and child is not None and not _indexed(child.table, fk.columns):
+                    seen.add(fk)
+                    b.warnings.append(
+                        f"{fk.child}.{fk.column}: no index begins with this foreign key, which rule "
+                        f"'{rule.name}' follows ({action}): every batch scans {fk.child} for it; "
+                        f"an index on ({fk.column}) avoids that")
+                if action == "delete" and fk.child not in visited:
+                    visited.add(fk.child)
+                    stack.append(fk.child)
+
+
+def _indexed(table: sa.Table, columns: tuple[str, ...]) -> bool:
+    """Some index, primary key or unique constraint begins with exactly these columns (any order)."""
+    leads = [[c.name for c in table.primary_key.columns]]
+    leads += [[c.name for c in idx.columns] for idx in table.indexes]
+    leads += [[c.name for c in cons.columns] for cons in table.constraints if isinstance(cons, sa.UniqueConstraint)]
+    return any(len(lead) >= len(columns) and set(lead[:len(columns)]) == set(columns) for lead in leads)
 
 
 def _check_cycles(b: Binding, start: str, where: str, err) -> None:
