@@ -89,7 +89,7 @@ def _children(plan: RulePlan, path: tuple[CascadeStep, ...], roots: Roots) -> tu
     child = plan_table(plan, last.fk.child)
     if len(path) == 1 and roots.keys is not None and last.fk.parent_columns == tuple(c.name for c in plan.pk_columns):
         # a multi-column key binds the locked keys as row values: (a, b) IN ((1, 2), ...)
-        return child, last.fk.child_key(child).in_(roots.keys)
+        return child, _keys_in(plan, [child.c[c] for c in last.fk.columns], roots.keys)
     joined, previous = t, t
     for step in path[:-1]:
         table = plan_table(plan, step.fk.child)
@@ -242,6 +242,15 @@ def _key_of(plan: RulePlan, row) -> object:
     return tuple(row[:len(plan.pk_columns)]) if plan.composite else row[0]
 
 
+def _keys_in(plan: RulePlan, columns, keys: list) -> sa.ColumnElement:
+    """``columns`` hold one of the batch's locked ``keys`` (tuples for a composite key)."""
+    if len(columns) == 1:
+        return columns[0].in_(keys)
+    # the engine may have a better form than a long list of row values (PostgreSQL's parser
+    # recurses once per row and overflows its stack on a batch of thousands)
+    return plan.impl.row_values_in(list(columns), keys)
+
+
 def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
     pk = plan.pk
     hi = _key_value(plan, hi)
@@ -338,7 +347,8 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     """Run the batches, adding each committed batch's counts to ``out``; touch at most ``limit`` rows."""
     size = settings.batch_size
     if _locks_parents(plan) and plan.impl.max_bind_params:
-        size = min(size, plan.impl.max_bind_params)
+        # a batch's locked keys are bound one parameter per key column
+        size = min(size, plan.impl.max_bind_params // len(plan.pk_columns))
     lines = dict(zip(empty_cascades(plan), out.cascades))
     candidates, exact = _candidates(plan, opts)
     lo = None
@@ -398,13 +408,14 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
             # a fresh look (READ COMMITTED) keeps only the parents that are still work.
             if keys:
                 keys = [_key_of(plan, r) for r in conn.execute(
-                    sa.select(*plan.pk_columns).where(plan.pk.in_(keys), plan.work))]
+                    sa.select(*plan.pk_columns).where(_keys_in(plan, plan.pk_columns, keys), plan.work))]
         else:
             keys = [_key_of(plan, r) for r in conn.execute(keys_q)]
         if not keys:
             return 0
-        _cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys), cascaded)
-        return conn.execute(sa.delete(t).where(plan.pk.in_(keys))).rowcount
+        locked = _keys_in(plan, plan.pk_columns, keys)
+        _cascade(conn, plan, plan.cascade, Roots(locked, keys), cascaded)
+        return conn.execute(sa.delete(t).where(locked)).rowcount
     if action == "restrict":
         col = plan.rule.restrict_column
         return conn.execute(sa.update(t).where(rng, plan.work)

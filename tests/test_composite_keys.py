@@ -218,3 +218,31 @@ def test_a_clock_follows_a_multi_column_foreign_key(shop):
     """)
     assert outcome(shop.run(policy, now=NOW), "parcels-purge").touch == 1
     assert keys(shop, md, "parcels") == [(2,)]
+
+
+def test_a_batch_of_composite_keys_stays_within_the_engines_parameter_limit(pg_shop):
+    """Each locked key binds one parameter per column: 22,000 three-column keys would be 66,000,
+    beyond the 65,535 parameters a PostgreSQL statement can carry."""
+    n = 22_000
+    with pg_shop.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE readings (site integer, sensor integer, seq integer, "
+                             "taken_at timestamp NOT NULL, PRIMARY KEY (site, sensor, seq))")
+        conn.exec_driver_sql("CREATE TABLE flags (id integer PRIMARY KEY, site integer, sensor integer, seq integer, "
+                             "FOREIGN KEY (site, sensor, seq) REFERENCES readings)")
+        conn.exec_driver_sql(f"INSERT INTO readings SELECT mod(i, 5), mod(i, 11), i, '2020-01-01' FROM generate_series(1, {n}) i")
+        conn.exec_driver_sql("INSERT INTO flags VALUES (1, 1, 1, 1)")
+    policy = pg_shop.policy("""
+    [[rules]]
+    name = "readings-purge"
+    table = "shop.readings"
+    clock = "taken_at"
+    after = "1y"
+    action = "delete"
+    max_fraction = 1.0
+
+    [tables."shop.flags"]
+    on_parent_delete = "delete"
+    """, settings="batch_size = 30000")
+    out = outcome(pg_shop.run(policy, now=NOW), "readings-purge")
+    assert out.status == "ok", out.error
+    assert out.touch == n and cascades(out) == {"shop.flags:delete": 1}

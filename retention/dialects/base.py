@@ -98,6 +98,10 @@ class DialectImpl:
                                                    all(nullable.get(c, True) for c in cols)))
         return graph
 
+    def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
+        """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
+        return sa.tuple_(*columns).in_(keys)
+
     # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
 
     def hint_write(self, conn: Connection) -> None:

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -97,6 +98,13 @@ class PostgreSQLImpl(DialectImpl):
             if child in ref and parent_oid in ref:
                 graph.fks.append(RawForeignKey(ref[child], tuple(cols), ref[parent_oid], tuple(pcols), bool(nullable)))
         return graph
+
+    def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
+        # one array per column, unnested side by side: as many parameters as columns, and no
+        # row-value list for the parser to recurse through (it overflows past a few thousand)
+        arrays = [sa.bindparam(None, [k[i] for k in keys], type_=ARRAY(c.type)) for i, c in enumerate(columns)]
+        rows = sa.func.unnest(*arrays).table_valued(*(f"k{i}" for i in range(len(columns)))).render_derived()
+        return sa.tuple_(*columns).in_(sa.select(*rows.c))
 
     def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
         # numeric % is exact here, so NUMERIC columns floor exactly too (not floats:
