@@ -246,6 +246,8 @@ def _keys_in(plan: RulePlan, columns, keys: list) -> sa.ColumnElement:
     """``columns`` hold one of the batch's locked ``keys`` (tuples for a composite key)."""
     if len(columns) == 1:
         return columns[0].in_(keys)
+    if isinstance(keys, sa.ClauseElement):        # --sql shows where the keys go
+        return sa.tuple_(*columns).in_(keys)
     # the engine may have a better form than a long list of row values (PostgreSQL's parser
     # recurses once per row and overflows its stack on a batch of thousands)
     return plan.impl.row_values_in(list(columns), keys)
