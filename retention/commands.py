@@ -27,7 +27,7 @@ from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
 from retention import privileges
 from retention.report.model import Report
-from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, resolve_column_path
+from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, policy_tables, resolve_column_path
 from retention.timectx import TimeContext, is_date_only, utcnow
 from retention.transactions import Simulation, Transactions
 
@@ -66,7 +66,7 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
     try:
         for name, url in config.urls.items():
             engines[name] = make_engine(url, config.settings)
-        catalog = Catalog(engines)
+        catalog = Catalog(engines, policy_tables(config.model))
     except Exception as e:  # connection or reflection failure: name the database, mask the URL
         for engine in engines.values():
             engine.dispose()
@@ -146,7 +146,7 @@ def _compile_check(s: Session, p: RulePlan) -> None:
         with engine.connect() as conn:
             # the database prepares the rule's full predicate but returns no row (LIMIT 0):
             # a where_sql typo or a clock path the engine rejects shows here, before anything runs
-            conn.execute(sa.select(p.pk).where(p.work).suffix_with(sa.text("LIMIT 0"))).all()
+            conn.execute(sa.select(*p.pk_columns).where(p.work).suffix_with(sa.text("LIMIT 0"))).all()
             # and the cascade's statements, whose nesting grows with its depth
             for table, link in cascade_selections(p):
                 conn.execute(sa.select(sa.literal(1)).select_from(table).where(link)

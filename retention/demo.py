@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from sqlalchemy import (Column, Date, DateTime, ForeignKey, Integer, MetaData, Numeric, String,
+from sqlalchemy import (Column, Date, DateTime, ForeignKey, Index, Integer, MetaData, Numeric, String,
                         Table, Text, func, inspect, select)
 from sqlalchemy.engine import Engine
 
@@ -122,6 +122,11 @@ erasure_requests = Table(
     _ts("received_at", nullable=False),
     Column("status", String(20), nullable=False),  # pending | done | partial | rejected
     _ts("completed_at"))
+
+# Every foreign key is indexed: a delete's cascade and blocking checks look children up by it.
+for _table in METADATA.sorted_tables:
+    for _fk in _table.foreign_keys:
+        Index(f"ix_{_table.name}_{_fk.parent.name}", _fk.parent)
 
 #: Table names in insert (parent-first) order.
 SCHEMA_TABLES: tuple[str, ...] = tuple(t.name for t in METADATA.sorted_tables)

@@ -92,15 +92,16 @@ def _children(plan: RulePlan, path: tuple[CascadeStep, ...], roots: Roots) -> tu
     t = plan.table.table
     last = path[-1]
     child = plan_table(plan, last.fk.child)
-    if len(path) == 1 and roots.keys is not None and last.fk.parent_column == plan.pk.name:
-        return child, child.c[last.fk.column].in_(roots.keys)
+    if len(path) == 1 and roots.keys is not None and last.fk.parent_columns == tuple(c.name for c in plan.pk_columns):
+        # a multi-column key binds the locked keys as row values: (a, b) IN ((1, 2), ...)
+        return child, _keys_in(plan, [child.c[c] for c in last.fk.columns], roots.keys)
     joined, previous = t, t
     for step in path[:-1]:
         table = plan_table(plan, step.fk.child)
-        joined = joined.join(table, table.c[step.fk.column] == previous.c[step.fk.parent_column])
+        joined = joined.join(table, step.fk.link(table, previous))
         previous = table
-    values = sa.select(previous.c[last.fk.parent_column]).select_from(joined).where(roots.where)
-    return child, child.c[last.fk.column].in_(values)
+    values = sa.select(*(previous.c[c] for c in last.fk.parent_columns)).select_from(joined).where(roots.where)
+    return child, last.fk.child_key(child).in_(values)
 
 
 def plan_table(plan: RulePlan, key: str) -> sa.Table:
@@ -255,22 +256,62 @@ def _bound_query(plan: RulePlan, pred: sa.ColumnElement, lo, size) -> sa.Select:
     harmless one, so ``--sql`` shows exactly what runs.
     """
     pk = plan.pk
-    cond = [pred] if lo is None else [pk > lo, pred]
+    cond = [pred] if lo is None else [pk > _key_value(plan, lo), pred]
     limit = sa.text(f"LIMIT {int(size)}") if isinstance(size, int) else sa.text("LIMIT :batch_size")
-    sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(limit).subquery()
-    return sa.select(sa.func.max(sub.c.k))
+    if not plan.composite:
+        sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(limit).subquery()
+        return sa.select(sa.func.max(sub.c.k))
+    # a row value has no max(): the next rows in key order, then the last of them
+    cols = plan.pk_columns
+    sub = sa.select(*cols).where(*cond).order_by(*cols).suffix_with(limit).subquery()
+    return sa.select(*sub.c).order_by(*(c.desc() for c in sub.c)).suffix_with(sa.text("LIMIT 1"))
 
 
 def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int, counted: bool = False):
-    """The next batch's upper key; with ``counted``, (that key, how many rows the batch holds)."""
+    """The batch's upper key (a tuple for a composite key), or None when no row is left.
+
+    With ``counted``: (that key, how many rows the batch holds), from the same statement.
+    """
+    query = _bound_query(plan, pred, lo, size)
+    if not plan.composite:
+        if counted:
+            return tuple(conn.execute(query.add_columns(sa.func.count())).one())
+        return conn.execute(query).scalar()
     if counted:
-        return tuple(conn.execute(_bound_query(plan, pred, lo, size).add_columns(sa.func.count())).one())
-    return conn.execute(_bound_query(plan, pred, lo, size)).scalar()
+        # the last key of the next rows, and (as a window over them) how many there are
+        row = conn.execute(query.add_columns(sa.func.count().over())).first()
+        return (None, 0) if row is None else (tuple(row[:-1]), int(row[-1]))
+    row = conn.execute(query).first()
+    return None if row is None else tuple(row)
+
+
+def _key_value(plan: RulePlan, key) -> sa.ColumnElement:
+    """A key as SQL: bound as it is, or as a row value of bound parameters for a composite key."""
+    if not plan.composite or isinstance(key, sa.ClauseElement):
+        return key
+    return sa.tuple_(*(sa.bindparam(None, v, type_=c.type) for c, v in zip(plan.pk_columns, key)))
+
+
+def _key_of(plan: RulePlan, row) -> object:
+    """A selected row's key: the value, or the tuple of values of a composite key."""
+    return tuple(row[:len(plan.pk_columns)]) if plan.composite else row[0]
+
+
+def _keys_in(plan: RulePlan, columns, keys: list) -> sa.ColumnElement:
+    """``columns`` hold one of the batch's locked ``keys`` (tuples for a composite key)."""
+    if len(columns) == 1:
+        return columns[0].in_(keys)
+    if isinstance(keys, sa.ClauseElement):        # --sql shows where the keys go
+        return sa.tuple_(*columns).in_(keys)
+    # the engine may have a better form than a long list of row values (PostgreSQL's parser
+    # recurses once per row and overflows its stack on a batch of thousands)
+    return plan.impl.row_values_in(list(columns), keys)
 
 
 def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
     pk = plan.pk
-    return sa.and_(pk <= hi) if lo is None else sa.and_(pk > lo, pk <= hi)
+    hi = _key_value(plan, hi)
+    return sa.and_(pk <= hi) if lo is None else sa.and_(pk > _key_value(plan, lo), pk <= hi)
 
 
 # --- executing ------------------------------------------------------------------
@@ -417,7 +458,8 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     """
     size = settings.batch_size
     if _locks_parents(plan) and plan.impl.max_bind_params:
-        size = min(size, plan.impl.max_bind_params)
+        # a batch's locked keys are bound one parameter per key column
+        size = min(size, plan.impl.max_bind_params // len(plan.pk_columns))
     lines = dict(zip(empty_cascades(plan), out.cascades))
     met: dict[str, int] = {}
     try:
@@ -563,16 +605,17 @@ def _locked_keys(conn: Connection, plan: RulePlan, rng) -> list:
     committed before: the protection it confirms holds until the batch's last
     statement.
     """
-    keys_q = sa.select(plan.pk).where(rng, plan.work)
+    keys_q = sa.select(*plan.pk_columns).where(rng, plan.work)
     if not plan.impl.supports_for_update:
         # SQLite: the batch holds the database's write lock from its first statement
-        keys = [k for (k,) in conn.execute(keys_q)]
+        keys = [_key_of(plan, r) for r in conn.execute(keys_q)]
         stage("batch.checked", conn, plan=plan, keys=keys)
         return keys
-    keys = [k for (k,) in conn.execute(keys_q.with_for_update())]
+    keys = [_key_of(plan, r) for r in conn.execute(keys_q.with_for_update())]
     if keys:
-        _lock_cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys))
-        keys = [k for (k,) in conn.execute(sa.select(plan.pk).where(plan.pk.in_(keys), plan.work))]
+        locked = _keys_in(plan, plan.pk_columns, keys)
+        _lock_cascade(conn, plan, plan.cascade, Roots(locked, keys))
+        keys = [_key_of(plan, r) for r in conn.execute(sa.select(*plan.pk_columns).where(locked, plan.work))]
     stage("batch.checked", conn, plan=plan, keys=keys)
     return keys
 
@@ -599,11 +642,12 @@ def _delete_locked(conn: Connection, plan: RulePlan, keys: list, cascaded: dict,
     for attempt in (1, 2):
         counts = {key: 0 for key in cascaded}
         with (conn.begin_nested() if plan.cascade else nullcontext()) as savepoint:
-            _cascade(conn, plan, plan.cascade, Roots(plan.pk.in_(keys), keys), counts)
-            n = conn.execute(sa.delete(t).where(plan.pk.in_(keys))).rowcount
+            locked = _keys_in(plan, plan.pk_columns, keys)
+            _cascade(conn, plan, plan.cascade, Roots(locked, keys), counts)
+            n = conn.execute(sa.delete(t).where(locked)).rowcount
             kept = set()
             if n < len(keys):
-                kept = {k for (k,) in conn.execute(sa.select(plan.pk).where(plan.pk.in_(keys)))}
+                kept = {_key_of(plan, r) for r in conn.execute(sa.select(*plan.pk_columns).where(locked))}
             if kept and savepoint is not None and attempt == 1:
                 savepoint.rollback()
                 _tally(short, "cancelled", len(kept))
@@ -636,7 +680,8 @@ def _cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, cascaded: di
         if step.action == "delete":
             cascaded[key] += conn.execute(sa.delete(child).where(link)).rowcount
         else:
-            cascaded[key] += conn.execute(sa.update(child).where(link).values({step.fk.column: None})).rowcount
+            cascaded[key] += conn.execute(sa.update(child).where(link)
+                                          .values({c: None for c in step.fk.columns})).rowcount
 
 
 def _mark_values(plan: RulePlan, variant: Variant, ctx: TimeContext) -> dict:
@@ -669,16 +714,17 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     short = {} if short is None else short
     t = plan.table.table
     cols = list(variant.strategies)
-    q = sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)
+    q = sa.select(*plan.pk_columns, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)
     if ctx is not None and plan.impl.supports_for_update:
         q = q.with_for_update()
     updates = []
     # CHAR(n) comes back blank-padded; the database ignores the padding (length, comparisons),
     # so Python must too, or it masks spaces and never sees a constant as done
     padded = {c for c in cols if isinstance(t.c[c].type, sa.CHAR)}
+    n = len(plan.pk_columns)
     for row in _readable_rows(conn, plan, q, short):
-        key, values = row[0], tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
-                                    for c, v in zip(cols, row[1:]))
+        key, values = _key_of(plan, row), tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
+                                                for c, v in zip(cols, row[n:]))
         try:
             if all(variant.strategies[c].done(v) for c, v in zip(cols, values)):
                 continue
@@ -688,7 +734,7 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
             # the message may quote the value: count the row, show nothing of it
             _tally(short, "refused", 1)
             continue
-        new["k_pk"] = key
+        new.update({f"k_pk{i}": v for i, v in enumerate(key if plan.composite else (key,))})
         updates.append(new)
     if ctx is None or not updates:
         return len(updates)
@@ -698,7 +744,8 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
             return 0
     values = {c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in cols}
     values.update(_mark_values(plan, variant, ctx))
-    n = conn.execute(sa.update(t).where(plan.pk == sa.bindparam("k_pk")).values(values), updates).rowcount
+    same_key = [c == sa.bindparam(f"k_pk{i}") for i, c in enumerate(plan.pk_columns)]
+    n = conn.execute(sa.update(t).where(*same_key).values(values), updates).rowcount
     # the rows are locked (or the database is): a shortfall is the database refusing the update
     _tally(short, "cancelled", len(updates) - n)
     return n
@@ -711,11 +758,11 @@ def _readable_rows(conn: Connection, plan: RulePlan, q: sa.Select, short: dict) 
         return conn.execute(q).all()
     except (ValueError, TypeError, ArithmeticError, OverflowError, sa.exc.DataError):
         pass
-    keys = [k for (k,) in conn.execute(q.with_only_columns(plan.pk))]
+    keys = [_key_of(plan, r) for r in conn.execute(q.with_only_columns(*plan.pk_columns))]
     rows = []
     for key in keys:
         try:
-            rows += conn.execute(q.where(plan.pk == key)).all()
+            rows += conn.execute(q.where(_keys_in(plan, plan.pk_columns, [key]))).all()
         except (ValueError, TypeError, ArithmeticError, OverflowError, sa.exc.DataError):
             _tally(short, "unreadable", 1)
     return rows
@@ -773,6 +820,8 @@ def show_statement(statement: str, parameters, executemany: bool, names: tuple |
 
 
 def _value(v) -> str:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "x'" + bytes(v).hex() + "'"
     if isinstance(v, (list, tuple)):
         return "(" + ", ".join(_value(x) for x in v) + ")"
     if isinstance(v, str):

@@ -33,7 +33,7 @@ from retention.config import Condition, FloorConfig, HoldConfig, RuleConfig
 from retention.dialects import DialectImpl
 from retention.durations import parse_duration
 from retention.report.model import FORECAST_WINDOWS
-from retention.schema import (Binding, BoundTable, ColumnPath, ForeignKey, resolve_column_path,
+from retention.schema import (Binding, BoundTable, ColumnPath, ForeignKey, owner_paths, resolve_column_path,
                               subject_paths)
 from retention.timectx import TimeContext
 
@@ -88,8 +88,19 @@ class RulePlan:
     any_protector: sa.ColumnElement | None = None
 
     @property
-    def pk(self) -> sa.Column:
-        return self.table.table.c[self.table.pk.name]
+    def pk_columns(self) -> tuple[sa.Column, ...]:
+        """The primary key's columns, in key order."""
+        return tuple(self.table.table.c[c.name] for c in self.table.pk_columns)
+
+    @property
+    def pk(self) -> sa.ColumnElement:
+        """The key to compare and order by: the column, or a row value ``(a, b)`` for a composite key."""
+        cols = self.pk_columns
+        return cols[0] if len(cols) == 1 else sa.tuple_(*cols)
+
+    @property
+    def composite(self) -> bool:
+        return len(self.table.pk_columns) > 1
 
     @property
     def protected(self) -> sa.ColumnElement:
@@ -135,9 +146,9 @@ class Planner:
         if not hops:
             return base.c[column]
         aliases = [self.catalog.tables[fk.parent].table.alias() for fk in hops]
-        cond = aliases[0].c[hops[0].parent_column] == base.c[hops[0].column]
+        cond = hops[0].link(base, aliases[0])
         for i in range(1, len(hops)):
-            cond = sa.and_(cond, aliases[i].c[hops[i].parent_column] == aliases[i - 1].c[hops[i].column])
+            cond = sa.and_(cond, hops[i].link(aliases[i - 1], aliases[i]))
         # correlate explicitly: this subquery may sit inside an EXISTS, two levels below ``base``
         return sa.select(aliases[-1].c[column]).where(cond).correlate(base).scalar_subquery()
 
@@ -198,15 +209,26 @@ class Planner:
             return None
         register = self.catalog.tables[hold.table].table
         preds = []
+        override = self.b.subject_override(table_key)
         try:
-            paths = subject_paths(self.catalog, table_key, subject.table, subject.key,
-                                  self.b.subject_override(table_key))
+            paths = subject_paths(self.catalog, table_key, subject.table, subject.key, override)
+            # the rows the subject's own row points at are the subject's too (a named path replaces both)
+            owned = owner_paths(self.catalog, table_key, subject.table) if override is None else []
         except LookupError as e:
             raise self.b.config.error(str(e), f"hold '{hold.name}'", "subject") from None
+        for hops in owned:
+            # one flat EXISTS: the chain of rows from the subject's row up to this row, and the register
+            aliases = [self.catalog.tables[fk.child].table.alias() for fk in hops]
+            h = register.alias()
+            links = [hops[0].link(aliases[0], base)]
+            links += [hops[i].link(aliases[i], aliases[i - 1]) for i in range(1, len(hops))]
+            preds.append(sa.exists(sa.select(sa.literal(1)).select_from(*aliases, h).where(
+                *links, h.c[hold.subject_column] == aliases[-1].c[subject.key],
+                self.conditions(h, hold.active_where))).correlate(base))
         for hops, key in paths:
-            if hops and hops[-1].parent_column == key:
+            if hops and hops[-1].parent_columns == (key,):
                 # the last foreign key holds the subject key itself: no need to join the subject table
-                key_expr = self.path_value(base, table_key, hops[:-1], hops[-1].column)
+                key_expr = self.path_value(base, table_key, hops[:-1], hops[-1].columns[0])
             else:
                 # it points at another column (a uuid, an email): read the key from the subject's row
                 key_expr = self.path_value(base, table_key, hops, key)
@@ -245,7 +267,6 @@ class Planner:
         SQLite's parser a few levels down, and flat joins plan better.
         """
         terms = [(p.kind, p.name, p.predicate) for p in self.direct_protectors(table_key, base, whole_row=True)]
-        terms += [("children", key, pred) for key, pred in self._composite_children(table_key, base)]
         self._descend(table_key, base, base, [], [], terms)
         return terms
 
@@ -257,7 +278,7 @@ class Planner:
 
         for fk in self.catalog.children_of(table_key):
             child = self.catalog.tables[fk.child].table.alias()
-            link = child.c[fk.column] == current.c[fk.parent_column]
+            link = fk.link(child, current)
             action = self.b.parent_action(fk)
             if action == "block":
                 terms.append(("children", fk.child, under(child, link)))
@@ -266,8 +287,6 @@ class Planner:
             for p in self.direct_protectors(fk.child, child, whole_row=True):
                 terms.append((p.kind, p.name, under(child, link, p.predicate)))
             if action == "delete":
-                for key, pred in self._composite_children(fk.child, child):
-                    terms.append(("children", key, under(child, link, pred)))
                 self._descend(fk.child, child, base, [*froms, child], [*links, link], terms)
 
     def delete_protectors(self, table_key: str, base: sa.FromClause) -> list[Protector]:
@@ -279,18 +298,6 @@ class Planner:
                 order.append((kind, name))
             found.setdefault((kind, name), []).append(pred)
         return [Protector(k, n, sa.or_(*found[(k, n)])) for k, n in order if (k, n) in found]
-
-    def _composite_children(self, table_key: str, base: sa.FromClause) -> list[tuple[str, sa.ColumnElement]]:
-        """Rows referencing the row by a multi-column foreign key: the job does not cascade
-        through those, so they always block (never left to an ON DELETE CASCADE)."""
-        out = []
-        for child_key, parent_key, pairs in self.catalog.composite_fks:
-            if parent_key != table_key:
-                continue
-            child = self.catalog.tables[child_key].table.alias()
-            link = sa.and_(*(child.c[c] == base.c[p] for c, p in pairs))
-            out.append((child_key, sa.exists().where(link).correlate(base)))
-        return out
 
     def delete_protected(self, table_key: str, base: sa.FromClause) -> sa.ColumnElement:
         """Any protector at all: the same terms as :meth:`delete_protectors`, OR-ed once."""

@@ -125,7 +125,7 @@ def needs(plans: Iterable[RulePlan]) -> list[Need]:
     for p in plans:
         db, t, rule = p.table.db, p.table.table, p.rule
         who = f"rule '{rule.name}'"
-        reads = [p.work, p.due, p.clock, p.pk, *(pr.predicate for pr in p.protectors), *p.forecast.values()]
+        reads = [p.work, p.due, p.clock, *p.pk_columns, *(pr.predicate for pr in p.protectors), *p.forecast.values()]
         for v in p.variants:
             reads += [v.predicate, *(t.c[c] for c in v.strategies)]
         for child, link in cascade_selections(p):
@@ -135,7 +135,7 @@ def needs(plans: Iterable[RulePlan]) -> list[Need]:
         if rule.action == "delete":
             out.append(Need(db, "DELETE", t.schema, t.name, why=f"{who} deletes from it"))
             if _locks_parents(p) and p.impl.supports_for_update:
-                out.append(Need(db, "LOCK", t.schema, t.name, (p.pk.name,),
+                out.append(Need(db, "LOCK", t.schema, t.name, (p.pk_columns[0].name,),
                                 f"{who} locks its batch (SELECT ... FOR UPDATE)"))
             for step in _walk(p.cascade):
                 child = _plan_table(p, step.fk.child)
@@ -149,7 +149,7 @@ def needs(plans: Iterable[RulePlan]) -> list[Need]:
                         out.append(Need(db, "LOCK", child.schema, child.name, (key.name,),
                                         f"{who} locks the rows it cascades to (SELECT ... FOR UPDATE)"))
                 else:
-                    out.append(Need(db, "UPDATE", child.schema, child.name, (step.fk.column,),
+                    out.append(Need(db, "UPDATE", child.schema, child.name, tuple(step.fk.columns),
                                     f"{who} detaches it through {step.fk.via}"))
         elif rule.action == "restrict":
             out.append(Need(db, "UPDATE", t.schema, t.name, (rule.restrict_column,), f"{who} restricts rows"))

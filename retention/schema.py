@@ -27,17 +27,35 @@ PARENT_ACTIONS = ("delete", "detach", "block")
 
 @dataclass(frozen=True)
 class ForeignKey:
-    """``child.columns -> parent.columns`` (single-column keys only are followed)."""
+    """``child.columns -> parent.parent_columns``: one key, of one column or several."""
 
-    child: str          # "shop.orders"
-    column: str         # "user_id"
-    parent: str         # "shop.users"
-    parent_column: str  # "id"
-    nullable: bool
+    child: str                      # "shop.orders"
+    columns: tuple[str, ...]        # ("user_id",)
+    parent: str                     # "shop.users"
+    parent_columns: tuple[str, ...]  # ("id",)
+    nullable: bool                  # every column may be NULL
+
+    @property
+    def column(self) -> str:
+        """The key's column as policies and reports name it ("user_id", or "pay_id, pay_at")."""
+        return ", ".join(self.columns)
+
+    @property
+    def parent_column(self) -> str:
+        return ", ".join(self.parent_columns)
 
     @property
     def via(self) -> str:
         return f"{self.child}.{self.column} -> {self.parent}"
+
+    def link(self, child: sa.FromClause, parent: sa.FromClause) -> sa.ColumnElement:
+        """``child`` row references ``parent`` row through this key."""
+        return sa.and_(*(child.c[c] == parent.c[p] for c, p in zip(self.columns, self.parent_columns)))
+
+    def child_key(self, child: sa.FromClause) -> sa.ColumnElement:
+        """The key's columns on ``child``: one column, or a row value for ``IN``."""
+        cols = [child.c[c] for c in self.columns]
+        return cols[0] if len(cols) == 1 else sa.tuple_(*cols)
 
 
 @dataclass
@@ -48,47 +66,121 @@ class BoundTable:
 
     @property
     def pk(self) -> sa.Column | None:
+        """The first primary-key column (``pk_columns`` has them all), or None without a key."""
         cols = list(self.table.primary_key.columns)
-        return cols[0] if len(cols) == 1 else None
+        return cols[0] if cols else None
+
+    @property
+    def pk_columns(self) -> tuple[sa.Column, ...]:
+        return tuple(self.table.primary_key.columns)
 
     def column(self, name: str) -> sa.Column | None:
         return self.table.c.get(name)
 
 
-class Catalog:
-    """Reflected tables and foreign keys of the policy's databases."""
+def policy_tables(model) -> set[str]:
+    """Every table a policy names: rules, holds, floors, subjects, ``[tables.*]`` and subject paths."""
+    names = {r.table for r in model.rules} | {h.table for h in model.holds} | {f.table for f in model.floors}
+    names |= {s.table for s in model.subjects.values()} | set(model.tables)
+    for ref, tc in model.tables.items():
+        db = split_table(ref)[0]
+        for step in tc.subject_path or []:
+            if "->" in step:
+                target = step.split("->", 1)[1].strip().rpartition(".")[0]
+                names.add(target if target.count(".") else f"{db}.{target}")
+    return names
 
-    def __init__(self, engines: Mapping[str, Engine]) -> None:
+
+class Catalog:
+    """Reflected tables and foreign keys of the policy's databases.
+
+    Only what the policy can reach is reflected: the tables it names, every
+    table below them (children a delete cascades to or is blocked by) and
+    every table above those (clocks, hold paths, subjects).  The foreign-key
+    graph that decides this is read with a few catalog queries per database
+    (:meth:`DialectImpl.catalog_graph`), so unrelated tables cost nothing.
+    ``needed=None`` reflects everything.
+
+    A PostgreSQL partitioned table is one table here: its partitions are not
+    tables of their own, and a foreign key declared on a partition is counted
+    as one of the partitioned table (``check`` warns when a sibling lacks it).
+    """
+
+    def __init__(self, engines: Mapping[str, Engine], needed: set[str] | None = None) -> None:
         self.engines = dict(engines)
         self.tables: dict[str, BoundTable] = {}
         self.fks: list[ForeignKey] = []
-        #: multi-column foreign keys: never followed by a cascade, so their children block (child, parent, pairs)
-        self.composite_fks: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
+        #: every table of each database, reflected or not (for messages)
+        self.names: dict[str, list[str]] = {}
+        #: partition key -> partitioned table key
+        self.partition_of: dict[str, str] = {}
+        self.warnings: list[str] = []
         for db, engine in self.engines.items():
-            md = sa.MetaData()
-            md.reflect(bind=engine)
-            # every schema: a child in another schema must still block or be cascaded,
-            # never be left to the database's ON DELETE CASCADE unseen
-            for schema in impl_for(engine).other_schemas(engine):
-                md.reflect(bind=engine, schema=schema)
+            self._load(db, engine, needed)
 
-            def key(table: sa.Table, db: str = db) -> str:
-                # the default schema's tables are "db.table"; others are "db.schema.table"
-                return f"{db}.{table.name}" if table.schema is None else f"{db}.{table.schema}.{table.name}"
+    def _load(self, db: str, engine: Engine, needed: set[str] | None) -> None:
+        graph = impl_for(engine).catalog_graph(engine)
 
-            for table in md.tables.values():
-                self.tables[key(table)] = BoundTable(key(table), db, table)
-            for table in md.tables.values():
-                for fkc in table.foreign_key_constraints:
-                    if len(fkc.elements) != 1:
-                        pairs = tuple((el.parent.name, el.column.name) for el in fkc.elements)
-                        self.composite_fks.append((key(table), key(fkc.elements[0].column.table), pairs))
-                        continue
-                    el = fkc.elements[0]
-                    self.fks.append(ForeignKey(
-                        child=key(table), column=el.parent.name,
-                        parent=key(el.column.table), parent_column=el.column.name,
-                        nullable=bool(el.parent.nullable)))
+        def key(ref) -> str:
+            # the default schema's tables are "db.table"; others are "db.schema.table"
+            schema, name = ref
+            return f"{db}.{name}" if schema is None else f"{db}.{schema}.{name}"
+
+        self.names[db] = sorted(key(t) for t in graph.tables)
+        root = {key(p): key(r) for p, r in graph.partitions.items()}
+        self.partition_of.update(root)
+        known = set(self.names[db])
+        fks: dict[ForeignKey, None] = {}
+        declared_on: dict[str, set[tuple]] = {}       # partition -> keys declared on it
+        for raw in graph.fks:
+            child, parent = key(raw.child), key(raw.parent)
+            if child in root:
+                declared_on.setdefault(child, set()).add((raw.columns, root.get(parent, parent), raw.parent_columns))
+            child, parent = root.get(child, child), root.get(parent, parent)
+            if child not in known or parent not in known or len(raw.columns) != len(raw.parent_columns):
+                continue
+            fk = ForeignKey(child, raw.columns, parent, raw.parent_columns, raw.nullable)
+            # the same key declared on several partitions is one key of the partitioned table
+            fks.setdefault(fk, None)
+        scope = known if needed is None else _closure({n for n in needed if n in known}, list(fks))
+        for fk in fks:
+            if fk.child in scope and fk.parent in scope:
+                self.fks.append(fk)
+        self._partition_warnings(graph, key, root, declared_on, scope)
+        by_schema: dict[str | None, list[str]] = {}
+        for ref in graph.tables:
+            if key(ref) in scope:
+                by_schema.setdefault(ref[0], []).append(ref[1])
+        md = sa.MetaData()
+        for schema, names in by_schema.items():
+            # our own graph has the foreign keys: SQLAlchemy need not chase them (it would
+            # reflect every partition a key points at)
+            md.reflect(bind=engine, schema=schema, only=names, resolve_fks=False)
+        for table in md.tables.values():
+            k = key((table.schema, table.name))
+            self.tables[k] = BoundTable(k, db, table)
+
+    def _partition_warnings(self, graph, key, root: dict[str, str], declared_on: dict, scope: set[str]) -> None:
+        """A key some partitions declare and a sibling lacks: the database does not enforce it there."""
+        leaves: dict[str, list] = {}
+        for part in sorted(graph.leaf_partitions, key=lambda r: key(r)):
+            if root[key(part)] in scope:
+                leaves.setdefault(root[key(part)], []).append(part)
+        for table, parts in leaves.items():
+            has = {}
+            for part in parts:
+                # a key declared on an intermediate partitioned table reaches the partitions below it
+                has[key(part)] = set().union(*(declared_on.get(key(p), set())
+                                               for p in [part, *graph.partition_parents.get(part, [])]))
+            for cols, parent, pcols in sorted(set().union(*has.values())):
+                lacking = [p for p, keys in has.items() if (cols, parent, pcols) not in keys]
+                if lacking:
+                    self.warnings.append(
+                        f"partition{'s' if len(lacking) > 1 else ''} {', '.join(lacking)} of {table} "
+                        f"lack{'' if len(lacking) > 1 else 's'} the foreign key ({', '.join(cols)}) -> {parent} "
+                        f"that {len(parts) - len(lacking)} of its {len(parts)} partitions declare: the database "
+                        f"does not enforce it there, so rows there may point at nothing; the job follows the "
+                        f"key on every partition alike")
 
     def impl(self, db: str) -> DialectImpl:
         return impl_for(self.engines[db])
@@ -96,12 +188,36 @@ class Catalog:
     def get(self, key: str) -> BoundTable | None:
         return self.tables.get(key)
 
+    def partitions_of(self, key: str) -> list[str]:
+        """The partitions of a partitioned table (empty for any other table), at every level."""
+        return sorted(p for p, r in self.partition_of.items() if r == key)
+
     def children_of(self, key: str) -> list[ForeignKey]:
         """Foreign keys that point at ``key``, in (child table, column) order: reports stay stable."""
-        return sorted((fk for fk in self.fks if fk.parent == key), key=lambda fk: (fk.child, fk.column))
+        return sorted((fk for fk in self.fks if fk.parent == key), key=lambda fk: (fk.child, fk.columns))
 
     def parents_of(self, key: str) -> list[ForeignKey]:
-        return sorted((fk for fk in self.fks if fk.child == key), key=lambda fk: (fk.parent, fk.column))
+        return sorted((fk for fk in self.fks if fk.child == key), key=lambda fk: (fk.parent, fk.columns))
+
+
+def _closure(start: set[str], fks: list[ForeignKey]) -> set[str]:
+    """The policy's tables, every table below them, and every table above any of those."""
+    children: dict[str, set[str]] = {}
+    parents: dict[str, set[str]] = {}
+    for fk in fks:
+        children.setdefault(fk.parent, set()).add(fk.child)
+        parents.setdefault(fk.child, set()).add(fk.parent)
+
+    def reach(seeds: set[str], edges: dict[str, set[str]]) -> set[str]:
+        seen, stack = set(seeds), list(seeds)
+        while stack:
+            for nxt in edges.get(stack.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    return reach(reach(start, children), parents)
 
 
 def make_engine(url: str, settings=None) -> Engine:
@@ -223,6 +339,42 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
     return found
 
 
+#: how many foreign keys a subject's row may follow to the rows it owns (its address, its profile's photo)
+MAX_OWNED_HOPS = 3
+
+
+def owner_paths(catalog: Catalog, table_key: str, subject_table: str) -> list[tuple[ForeignKey, ...]]:
+    """Every way a subject's own row reaches a row of ``table_key`` through the subject's foreign keys.
+
+    A held user's address is held too: ``users.address_id -> addresses.id``
+    makes the address the user's data although it does not reference the
+    user.  Each path is a chain of foreign keys read from ``table_key``
+    downwards: the first points at ``table_key``, each next one at the
+    previous one's child, the last one's child is the subject table.  At most
+    ``MAX_OWNED_HOPS`` keys long, no table twice.
+    """
+    if table_key == subject_table:
+        return []
+    found: list[tuple[ForeignKey, ...]] = []
+
+    def walk(current: str, hops: tuple[ForeignKey, ...], seen: frozenset[str]) -> None:
+        if len(hops) >= MAX_OWNED_HOPS:
+            return
+        for fk in catalog.children_of(current):
+            if fk.child in seen:
+                continue
+            if fk.child == subject_table:
+                found.append(hops + (fk,))
+                if len(found) > MAX_SUBJECT_PATHS:
+                    raise LookupError(f"more than {MAX_SUBJECT_PATHS} foreign-key paths lead from {subject_table} "
+                                      f"to {table_key}; name the path with [tables.\"{table_key}\"] subject_path")
+                continue
+            walk(fk.child, hops + (fk,), seen | {fk.child})
+
+    walk(table_key, (), frozenset({table_key}))
+    return found
+
+
 def _explicit_hops(catalog: Catalog, table_key: str, override: list[str]) -> list[ForeignKey]:
     """``subject_path = ["order_id", "user_id -> users.id"]``: hop by column, FK or explicit."""
     hops: list[ForeignKey] = []
@@ -233,7 +385,7 @@ def _explicit_hops(catalog: Catalog, table_key: str, override: list[str]) -> lis
             col, target = (s.strip() for s in step.split("->", 1))
             ttable, _, tcol = target.rpartition(".")
             parent = ttable if ttable.count(".") else f"{db}.{ttable}"
-            fk = ForeignKey(current, col, parent, tcol, True)
+            fk = ForeignKey(current, (col,), parent, (tcol,), True)
         else:
             matches = [fk for fk in catalog.parents_of(current) if fk.column == step.strip()]
             if not matches:
@@ -266,7 +418,11 @@ class Binding:
             return "block"
         if isinstance(tc.on_parent_delete, str):
             return tc.on_parent_delete
-        return tc.on_parent_delete.get(fk.column, "block")
+        # a multi-column key is named by all its columns ("pay_id, pay_at") or by any one of them
+        for name in (fk.column, *fk.columns):
+            if name in tc.on_parent_delete:
+                return tc.on_parent_delete[name]
+        return "block"
 
     def subject_override(self, table_key: str) -> list[str] | None:
         tc = self.config.model.tables.get(table_key)
@@ -276,6 +432,7 @@ class Binding:
 def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys: bool = True) -> Binding:
     """Check the policy against the reflected schema; raise ConfigErrors listing every problem."""
     b = Binding(config, catalog)
+    b.warnings.extend(catalog.warnings)
     errors: list[ConfigError] = []
     model = config.model
 
@@ -284,9 +441,12 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
 
     def table(ref: str, where: str, key: str = "table") -> BoundTable | None:
         bound = catalog.get(ref)
-        if bound is None:
+        if bound is None and ref in catalog.partition_of:
+            err(f"'{ref}' is a partition of {catalog.partition_of[ref]}: name the partitioned table; "
+                "what is written for it covers every partition", where, key)
+        elif bound is None:
             db = split_table(ref)[0]
-            names = sorted(k.split(".", 1)[1] for k in catalog.tables if k.startswith(db + "."))
+            names = sorted(k.split(".", 1)[1] for k in catalog.names.get(db, []))
             err(f"table '{ref}' does not exist (tables in {db}: {', '.join(names) or 'none'})", where, key)
         return bound
 
@@ -322,7 +482,7 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
         if bound is None:
             continue
         if isinstance(tc.on_parent_delete, Mapping):
-            fk_cols = {fk.column for fk in catalog.parents_of(ref)}
+            fk_cols = {name for fk in catalog.parents_of(ref) for name in (fk.column, *fk.columns)}
             for col_name in tc.on_parent_delete:
                 if col_name not in fk_cols:
                     err(f"'{col_name}' is not a foreign-key column of {ref} (foreign keys: "
@@ -347,7 +507,7 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
         if bound is None:
             continue
         if bound.pk is None:
-            err(f"{rule.table} needs a single-column primary key for batching", where, "table")
+            err(f"{rule.table} needs a primary key (of one column or several) for batching", where, "table")
         clock(bound, rule.clock, where)
         where_columns(bound, rule.where, where, "where")
         if rule.action == "restrict":
@@ -369,7 +529,7 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
                 continue
             for problem in strat.conflicts(column_info(bound.table, col_name)):
                 err(problem, where, f"columns.{col_name}")
-            referencing = [fk for fk in catalog.children_of(bound.key) if fk.parent_column == col_name]
+            referencing = [fk for fk in catalog.children_of(bound.key) if col_name in fk.parent_columns]
             if referencing:
                 err(f"column '{col_name}' is referenced by {', '.join(f'{fk.child}.{fk.column}' for fk in referencing)}; "
                     "rewriting it would break or silently rewrite those rows", where, f"columns.{col_name}")
@@ -404,6 +564,8 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
 
     if not errors:
         _check_rules_together(b, err)
+        _check_hold_reach(b)
+        _check_fk_indexes(b)
     if errors:
         raise ConfigErrors(errors)
     return b
@@ -455,6 +617,72 @@ def _check_rules_together(b: Binding, err) -> None:
                 b.warnings.append(
                     f"{child} references {parent} twice, one key deleting and one blocking: deleting one "
                     f"row of {parent} can unblock another, which the next run then deletes")
+
+
+def _check_hold_reach(b: Binding) -> None:
+    """Warn about rule tables no hold can reach: no foreign-key path leads to a held subject."""
+    model = b.config.model
+    held = sorted({h.subject for h in model.holds if h.subject in model.subjects})
+    if not held:
+        return
+    rules_on: dict[str, list[str]] = {}
+    for rule in b.config.rules:
+        rules_on.setdefault(rule.table, []).append(rule.name)
+    for table, rules in rules_on.items():
+        if b.subject_override(table) is not None:
+            continue
+        reached = False
+        for name in held:
+            subject = model.subjects[name]
+            if split_table(subject.table)[0] != split_table(table)[0]:
+                continue
+            try:
+                reached = (table == subject.table
+                           or bool(subject_paths(b.catalog, table, subject.table, subject.key))
+                           or bool(owner_paths(b.catalog, table, subject.table)))
+            except LookupError:
+                reached = True     # too many paths: planning names the problem
+            if reached:
+                break
+        if not reached:
+            b.warnings.append(
+                f"{table} (rule{'s' if len(rules) > 1 else ''} {', '.join(repr(r) for r in rules)}): no foreign key "
+                f"leads from it to a held subject ({', '.join(held)}), so no hold can protect its rows; if they "
+                f"belong to a subject, name the way with [tables.\"{table}\"] subject_path")
+
+
+def _check_fk_indexes(b: Binding) -> None:
+    """Warn about foreign keys a delete follows that no index begins with.
+
+    A cascade or a blocking check looks children up by the key for every
+    batch; without an index that is a scan of the whole child table each time.
+    """
+    seen: set[ForeignKey] = set()
+    for rule in b.config.rules:
+        if rule.action != "delete" or not rule.enabled:
+            continue
+        stack, visited = [rule.table], {rule.table}
+        while stack:
+            for fk in b.catalog.children_of(stack.pop()):
+                action = b.parent_action(fk)
+                child = b.catalog.get(fk.child)
+                if fk not in seen and child is not None and not _indexed(child.table, fk.columns):
+                    seen.add(fk)
+                    b.warnings.append(
+                        f"{fk.child}.{fk.column}: no index begins with this foreign key, which rule "
+                        f"'{rule.name}' follows ({action}): every batch scans {fk.child} for it; "
+                        f"an index on ({fk.column}) avoids that")
+                if action == "delete" and fk.child not in visited:
+                    visited.add(fk.child)
+                    stack.append(fk.child)
+
+
+def _indexed(table: sa.Table, columns: tuple[str, ...]) -> bool:
+    """Some index, primary key or unique constraint begins with exactly these columns (any order)."""
+    leads = [[c.name for c in table.primary_key.columns]]
+    leads += [[c.name for c in idx.columns] for idx in table.indexes]
+    leads += [[c.name for c in cons.columns] for cons in table.constraints if isinstance(cons, sa.UniqueConstraint)]
+    return any(len(lead) >= len(columns) and set(lead[:len(columns)]) == set(columns) for lead in leads)
 
 
 def _check_cycles(b: Binding, start: str, where: str, err) -> None:

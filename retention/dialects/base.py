@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar
 
@@ -29,6 +30,40 @@ def impl_for(bind: Engine | Connection) -> "DialectImpl":
         raise NotImplementedError(f"database dialect '{name}' is not supported (supported: {supported})") from None
 
 
+#: a table as the catalog names it: (schema, name), schema None for the connection's default
+TableRef = tuple[str | None, str]
+
+
+@dataclass(frozen=True)
+class RawForeignKey:
+    """One foreign-key constraint as the database declares it (columns in key order)."""
+
+    child: TableRef
+    columns: tuple[str, ...]
+    parent: TableRef
+    parent_columns: tuple[str, ...]
+    nullable: bool          # every column may be NULL (a detach sets them all NULL)
+
+
+@dataclass
+class CatalogGraph:
+    """Every table of a database and its foreign keys, read without reflecting any table.
+
+    ``partitions`` maps each partition to its partitioned table (the topmost
+    one); partitions are not in ``tables``.  Foreign keys the database clones
+    onto partitions from a key declared on the partitioned table are left out:
+    that key is listed once, on the partitioned table.
+    """
+
+    tables: list[TableRef] = field(default_factory=list)
+    fks: list[RawForeignKey] = field(default_factory=list)
+    partitions: dict[TableRef, TableRef] = field(default_factory=dict)
+    #: partition -> the partitioned tables between it and its root (closest first)
+    partition_parents: dict[TableRef, list[TableRef]] = field(default_factory=dict)
+    #: partitions that hold rows (not themselves partitioned)
+    leaf_partitions: set[TableRef] = field(default_factory=set)
+
+
 class DialectImpl:
     """What the job needs to know about one database engine."""
 
@@ -41,6 +76,31 @@ class DialectImpl:
     def other_schemas(self, engine: Engine) -> list[str]:
         """Schemas besides the default one whose tables may reference the policy's tables."""
         return []
+
+    def catalog_graph(self, engine: Engine) -> CatalogGraph:
+        """Tables and foreign keys of the whole database, as cheaply as the engine allows.
+
+        This portable version asks SQLAlchemy's inspector table by table;
+        dialects override it with one catalog query.
+        """
+        inspector = sa.inspect(engine)
+        default = inspector.default_schema_name
+        graph = CatalogGraph()
+        for schema in [None, *self.other_schemas(engine)]:
+            for name in inspector.get_table_names(schema=schema):
+                graph.tables.append((schema, name))
+                nullable = {c["name"]: c.get("nullable", True) for c in inspector.get_columns(name, schema=schema)}
+                for fk in inspector.get_foreign_keys(name, schema=schema):
+                    cols = tuple(fk["constrained_columns"])
+                    ref_schema = fk.get("referred_schema")
+                    parent = (None if ref_schema in (None, default) else ref_schema, fk["referred_table"])
+                    graph.fks.append(RawForeignKey((schema, name), cols, parent, tuple(fk["referred_columns"]),
+                                                   all(nullable.get(c, True) for c in cols)))
+        return graph
+
+    def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
+        """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
+        return sa.tuple_(*columns).in_(keys)
 
     # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
 

@@ -8,10 +8,35 @@ from typing import ClassVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DialectImpl, duration_ms, register
+from retention.dialects.base import CatalogGraph, DialectImpl, RawForeignKey, duration_ms, register
+
+# Tables (ordinary and partitioned) outside the system schemas, with the
+# partitioned table each partition belongs to.
+_TABLES = sa.text(r"""
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispartition,
+           (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid) AS parent
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+""")
+
+# Foreign keys as declared: conparentid <> 0 marks a copy PostgreSQL made of a
+# key declared on a partitioned table (on each partition, or towards each
+# partition of a partitioned parent); the declared key stands for them all.
+_FOREIGN_KEYS = sa.text("""
+    SELECT con.conrelid, con.confrelid,
+           ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(num, ord)
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord),
+           ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k(num, ord)
+                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord),
+           NOT EXISTS (SELECT 1 FROM pg_attribute a
+                       WHERE a.attrelid = con.conrelid AND a.attnum = ANY (con.conkey) AND a.attnotnull)
+    FROM pg_constraint con
+    WHERE con.contype = 'f' AND con.conparentid = 0
+""")
 
 
 @register
@@ -96,6 +121,42 @@ class PostgreSQLImpl(DialectImpl):
     def login(self, conn):
         role, schema = conn.execute(sa.text("SELECT current_user, current_schema()")).one()
         return role, schema
+
+    def catalog_graph(self, engine: Engine) -> CatalogGraph:
+        """The whole database's tables, partitions and declared foreign keys in two catalog queries."""
+        graph = CatalogGraph()
+        with engine.connect() as conn:
+            default = conn.exec_driver_sql("SELECT current_schema()").scalar()
+            rows = conn.execute(_TABLES).all()
+            fks = conn.execute(_FOREIGN_KEYS).all()
+            conn.rollback()
+        ref = {oid: (None if schema == default else schema, name) for oid, schema, name, *_ in rows}
+        parent = {oid: up for oid, _s, _n, _k, is_part, up in rows if is_part and up in ref}
+        for oid, _schema, _name, kind, _is_part, _up in rows:
+            if oid not in parent:
+                graph.tables.append(ref[oid])
+                continue
+            chain, up = [], parent[oid]
+            while True:
+                chain.append(ref[up])
+                if up not in parent:
+                    break
+                up = parent[up]
+            graph.partitions[ref[oid]] = chain[-1]
+            graph.partition_parents[ref[oid]] = chain[:-1]
+            if kind == "r":
+                graph.leaf_partitions.add(ref[oid])
+        for child, parent_oid, cols, pcols, nullable in fks:
+            if child in ref and parent_oid in ref:
+                graph.fks.append(RawForeignKey(ref[child], tuple(cols), ref[parent_oid], tuple(pcols), bool(nullable)))
+        return graph
+
+    def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
+        # one array per column, unnested side by side: as many parameters as columns, and no
+        # row-value list for the parser to recurse through (it overflows past a few thousand)
+        arrays = [sa.bindparam(None, [k[i] for k in keys], type_=ARRAY(c.type)) for i, c in enumerate(columns)]
+        rows = sa.func.unnest(*arrays).table_valued(*(f"k{i}" for i in range(len(columns)))).render_derived()
+        return sa.tuple_(*columns).in_(sa.select(*rows.c))
 
     def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
         # numeric % is exact here, so NUMERIC columns floor exactly too (not floats:

@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DialectImpl, duration_ms, register
+from retention.dialects.base import CatalogGraph, DialectImpl, RawForeignKey, duration_ms, register
 
 
 _BEGIN_MODE = "retention_begin"
@@ -113,6 +113,40 @@ class SQLiteImpl(DialectImpl):
             return None
         keep = {"year": 4, "month": 7, "day": 10}[unit]
         return sa.func.substr(col, 1, keep, type_=sa.String).concat(sa.literal(text[keep:], sa.String))
+
+    def catalog_graph(self, engine) -> CatalogGraph:
+        """Every table's columns and foreign keys in two queries (table-valued pragmas)."""
+        with engine.connect() as conn:
+            conn.info[_BEGIN_MODE] = "none"
+            cols = conn.exec_driver_sql(
+                "SELECT m.name, c.name, c.\"notnull\", c.pk FROM sqlite_master m, pragma_table_info(m.name) c "
+                "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY m.name, c.pk").all()
+            fks = conn.exec_driver_sql(
+                "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\" FROM sqlite_master m, "
+                "pragma_foreign_key_list(m.name) f WHERE m.type = 'table' ORDER BY m.name, f.id, f.seq").all()
+        graph = CatalogGraph()
+        notnull: dict[tuple[str, str], bool] = {}
+        pk: dict[str, list[str]] = {}
+        for table, col, nn, in_pk in cols:
+            if table not in pk:
+                pk[table] = []
+                graph.tables.append((None, table))
+            notnull[(table, col)] = bool(nn)
+            if in_pk:
+                pk[table].append(col)
+        # a REFERENCES clause may spell the parent in another case than its CREATE TABLE
+        names = {name.lower(): name for _s, name in graph.tables}
+        declared: dict[tuple[str, int], list] = {}
+        for table, fk_id, parent, col, pcol in fks:
+            declared.setdefault((table, fk_id), []).append((names.get(parent.lower(), parent), col, pcol))
+        for (table, _id), pairs in declared.items():
+            parent = pairs[0][0]
+            # "REFERENCES users" without columns means the parent's primary key
+            pcols = [p for _t, _c, p in pairs] if all(p for _t, _c, p in pairs) else pk.get(parent, [])
+            columns = tuple(c for _t, c, _p in pairs)
+            graph.fks.append(RawForeignKey((None, table), columns, (None, parent), tuple(pcols),
+                                           not any(notnull.get((table, c)) for c in columns)))
+        return graph
 
     def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
         # GLOB is case-sensitive and, without '*', matches the whole string up to a NUL:
