@@ -39,10 +39,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
+from sqlalchemy.engine import make_url
 
 from retention.anonymize import StrategyParamError, build
 from retention.durations import Duration, DurationError, parse_duration
 from retention.errors import ConfigError, ConfigErrors
+from retention.where_sql import WhereSqlError, compile_where_sql
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -380,7 +382,7 @@ def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str]
     except ValidationError as e:
         raise _pydantic_errors(e, data, path) from None
     urls = _resolve_urls(model, path, env)
-    _cross_check(model, path)
+    _cross_check(model, path, urls)
     return Config(model, path, hashlib.sha256(raw).hexdigest(), urls)
 
 
@@ -401,58 +403,26 @@ def _resolve_urls(model: PolicyFile, path: str, env: Mapping[str, str]) -> dict[
     return urls
 
 
-def where_sql_problem(text: str) -> str | None:
-    """Why ``text`` cannot be embedded as one boolean term, or None.
-
-    The job writes ``... AND (<where_sql>) AND NOT (<protected>)``: a fragment
-    that closes our parenthesis (``1=1) OR (1=1``), comments out the rest
-    (``--``, ``/*``) or starts another statement (``;``) could detach the rule
-    from its protection.  So, outside string literals and quoted names,
-    parentheses must balance and those tokens must not appear.
-    """
-    # PostgreSQL's dollar quotes ($$...$$) and E'...' escapes hide quotes from this
-    # scanner; neither has a use in a retention condition, so neither is allowed
-    if "$" in text:
-        return "a '$' (dollar quoting is not allowed)"
-    if "\\" in text:
-        return "a backslash (escape strings are not allowed)"
-    depth, i, n = 0, 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in "'\"":
-            end = i + 1
-            while True:
-                end = text.find(ch, end)
-                if end < 0:
-                    return f"an unclosed {ch} quote"
-                if text[end + 1:end + 2] == ch:   # a doubled quote is an escaped quote
-                    end += 2
-                    continue
-                break
-            i = end + 1
-            continue
-        if text.startswith("--", i) or text.startswith("/*", i):
-            return "a comment ('--' or '/*')"
-        if ch == ";":
-            return "a ';' (one boolean expression only, not statements)"
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                return "a ')' that closes more than it opened"
-        i += 1
-    return "an unclosed '('" if depth else None
-
-
 def split_table(ref: str) -> tuple[str, str]:
     """``"shop.users"`` -> ``("shop", "users")``."""
     db, _, table = ref.partition(".")
     return db, table
 
 
-def _cross_check(model: PolicyFile, path: str) -> None:
+def _backends(urls: Mapping[str, str]) -> dict[str, str]:
+    """Database name -> SQLAlchemy backend name, for the URLs that parse (the others fail on connect)."""
+    out = {}
+    for name, url in urls.items():
+        try:
+            out[name] = make_url(url).get_backend_name()
+        except Exception:  # noqa: BLE001 - any parse failure: reported, masked, when the database is opened
+            continue
+    return out
+
+
+def _cross_check(model: PolicyFile, path: str, urls: Mapping[str, str]) -> None:
     errors: list[ConfigError] = []
+    backends = _backends(urls)
 
     def err(msg: str, where: str | None, key: str | None) -> None:
         errors.append(ConfigError(msg, file=path, where=where, key=key))
@@ -487,15 +457,13 @@ def _cross_check(model: PolicyFile, path: str) -> None:
             except StrategyParamError as e:
                 key = f"columns.{column}" + (f".{e.key}" if e.key and e.key != "strategy" else "")
                 err(e.message, where, key)
-        if rule.where_sql is not None:
-            problem = where_sql_problem(rule.where_sql)
-            if problem:
-                err(f"where_sql must be one boolean expression; it has {problem}", where, "where_sql")
-            for token in re.findall(r":now_minus_([A-Za-z0-9_]+)", rule.where_sql):
-                try:
-                    parse_duration(token)
-                except DurationError as e:
-                    err(f":now_minus_{token}: {e}", where, "where_sql")
+        backend = backends.get(split_table(rule.table)[0])
+        if rule.where_sql is not None and backend:
+            # parsed for the engine the rule runs on; the plan parses it again and runs what the parser wrote
+            try:
+                compile_where_sql(rule.where_sql, backend)
+            except WhereSqlError as e:
+                err(f"where_sql {e}", where, "where_sql")
     for kind, items in (("hold", model.holds), ("floor", model.floors), ("request", model.requests),
                         ("recipient", model.recipients), ("backup", model.backups)):
         names: set[str] = set()
