@@ -60,6 +60,9 @@ class RuleOutcome:
     unchanged: int = 0                # due and unprotected, but already done (restricted, marked, anonymized)
     remaining: int = 0                # needed the action but were not touched: the guard tripped or the rule failed
     cascades: list[Cascade] = field(default_factory=list)
+    #: the instant each row's clock was compared with (``now - after``); None when the period
+    #: reaches past an end of the calendar (then nothing, or every started clock, is due)
+    cutoff: datetime | None = None
     oldest_clock: datetime | None = None
     forecast: dict[str, int] = field(default_factory=dict)
     guard: Guard = field(default_factory=Guard)
@@ -83,6 +86,7 @@ class RuleOutcome:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["oldest_clock"] = self.oldest_clock.isoformat() if self.oldest_clock else None
+        d["cutoff"] = self.cutoff.isoformat() if self.cutoff else None
         d["protected_total"] = self.protected_total
         d["cascaded_total"] = self.cascaded_total
         return d
