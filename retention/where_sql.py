@@ -68,6 +68,13 @@ def compile_where_sql(text: str, backend: str) -> WhereSql:
     >>> compile_where_sql("[status] = 1 AND birth_date > :now_minus_18y", "sqlite")
     WhereSql(sql='"status" = 1 AND birth_date > :now_minus_18y', params=('now_minus_18y',))
     """
+    try:
+        return _compile(text, backend)
+    except RecursionError:
+        raise WhereSqlError("is nested too deeply to be read") from None
+
+
+def _compile(text: str, backend: str) -> WhereSql:
     dialect = sqlglot_dialect(backend)
     if not text.strip():
         raise WhereSqlError("is empty; write a condition such as \"status = 'closed'\" or remove the key")

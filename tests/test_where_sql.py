@@ -85,6 +85,7 @@ def test_a_where_sql_that_could_escape_its_parentheses_is_refused_and_touches_no
     ("closed_at <= :yesterday", ":yesterday"),
     ("closed_at <= ?", "placeholder"),
     ("closed_at <= :now_minus_3m", "ambiguous"),
+    ("(" * 3000 + "1=1" + ")" * 3000, "nested"),
 ])
 def test_what_is_not_one_read_only_boolean_expression_is_refused(shop, where_sql, says):
     _three_users(shop)
