@@ -181,3 +181,16 @@ where_sql = "name ~ '^x' AND created_at::date < :now"
     with pytest.raises(ConfigError) as e:
         load_config(lite)
     assert re.search(r"rule 'r' key 'where_sql'", str(e.value))
+
+
+def test_backslashes_mean_what_the_parser_read_even_on_a_server_set_the_old_way(pg_shop):
+    # with standard_conforming_strings off, 'a\' would not end the string and the rest would escape
+    _three_users(pg_shop)
+    dbname = pg_shop.engine.url.database
+    with pg_shop.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql(f'ALTER DATABASE "{dbname}" SET standard_conforming_strings = off')
+    pg_shop.engine.dispose()
+    sql = "name <> 'a\\' AND name <> ') OR (1=1) OR (name = '"
+    result = _invoke(pg_shop.policy(_restrict_rule(sql)), "run")
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in pg_shop.rows("users") if r["restricted_at"]] == [2]
