@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 import structlog
@@ -364,6 +365,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
         out.status, out.error = "failed", describe_error(e)
         # what the run meant to touch and did not (its committed batches are in touch)
         out.remaining = max(0, out.due - out.protected_total - out.unchanged - out.touch)
+    out.cutoff = plan.cutoff if isinstance(plan.cutoff, datetime) else None
     out.duration_seconds = round(time.monotonic() - started, 3)
     log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
              dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,

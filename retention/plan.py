@@ -21,25 +21,38 @@ For a rule on table ``T`` the plan holds:
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
 
 import sqlalchemy as sa
 
 from retention.anonymize import Strategy
+from retention.anonymize.base import column_kind
 from retention.config import Condition, FloorConfig, HoldConfig, RuleConfig
 from retention.dialects import DialectImpl
-from retention.durations import parse_duration
 from retention.report.model import FORECAST_WINDOWS
 from retention.schema import (Binding, BoundTable, ColumnPath, ForeignKey, owner_paths, resolve_column_path,
                               subject_paths)
-from retention.timectx import TimeContext
+from retention.timectx import Beyond, Cutoff, TimeContext, is_date_only, is_temporal_type
+from retention.where_sql import WhereSqlError, compile_where_sql, param_duration
 
-_NOW_MINUS = re.compile(r":(now_minus_[A-Za-z0-9_]+)")
 #: "protected by nothing": compared by identity to prune empty branches of the cascade
 _NOTHING = sa.false()
+_COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
+#: a date column against an instant that is not a midnight: the comparison on the date, or its constant result
+_OFF_MIDNIGHT = {"eq": False, "ne": True, "lt": "le", "le": "le", "gt": "gt", "ge": "gt"}
+#: column kind -> (Python types a structured condition may compare it with, how to write one)
+_VALUE_TYPES = {
+    "datetime": ((date, datetime), "a TOML date or date-time without quotes, e.g. 2024-01-01T00:00:00"),
+    "date": ((date, datetime), "a TOML date without quotes, e.g. 2024-01-01"),
+    "string": ((str,), "a quoted string"),
+    "enum": ((str,), "a quoted string"),
+    "integer": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "decimal": ((int, float), "a number"),
+    "boolean": ((bool,), "true or false"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,8 @@ class RulePlan:
     max_fraction: float = 0.9
     #: all protectors in one predicate (for deletes, built edge by edge; see Planner.delete_protected)
     any_protector: sa.ColumnElement | None = None
+    #: the instant the clock is compared with (``now - after``), or Beyond past an end of the calendar
+    cutoff: Cutoff | None = None
 
     @property
     def pk_columns(self) -> tuple[sa.Column, ...]:
@@ -137,6 +152,7 @@ class Planner:
         self.catalog = binding.catalog
         self.ctx = ctx
         self.model = binding.config.model
+        self._impls: dict[int, DialectImpl] = {}
 
     # -- values and columns ---------------------------------------------------
 
@@ -159,46 +175,112 @@ class Planner:
     def bound_moment(self, col_type, moment) -> sa.BindParameter:
         return sa.bindparam(None, self.ctx.moment_for(col_type, moment), type_=col_type)
 
-    def conditions(self, base: sa.FromClause, where: Mapping[str, Condition]) -> sa.ColumnElement:
+    def reached(self, expr: sa.ColumnElement, col_type, cutoff: Cutoff) -> sa.ColumnElement:
+        """``expr <= cutoff``: the clock has run. A cutoff beyond the calendar stays exact."""
+        if cutoff is Beyond.PAST:
+            return sa.false()
+        if cutoff is Beyond.FUTURE:
+            return expr.is_not(None)
+        return expr <= self.bound_moment(col_type, cutoff)
+
+    def not_reached(self, expr: sa.ColumnElement, col_type, cutoff: Cutoff) -> sa.ColumnElement:
+        """``expr > cutoff``: the clock has started and not yet run."""
+        if cutoff is Beyond.PAST:
+            return expr.is_not(None)
+        if cutoff is Beyond.FUTURE:
+            return sa.false()
+        return expr > self.bound_moment(col_type, cutoff)
+
+    def conditions(self, base: sa.FromClause, where: Mapping[str, Condition], owner: str | None = None,
+                   key: str = "where") -> sa.ColumnElement:
         """A structured ``where`` as SQL that is never NULL (so it can be negated safely).
 
         A comparison with a NULL column is false; ``ne`` and ``not_in`` match NULL.
+        Dates and timestamps compare as instants, whatever form the engine stores
+        them in; a value of the wrong type for its column is a ConfigError naming
+        ``owner`` (e.g. "rule 'x'") and ``<key>.<column>``.
         """
         parts = []
         for name, cond in where.items():
             col = base.c[name]
-            val = lambda v: self._value(col, v)  # noqa: E731
+            given = [getattr(cond, op) for op in _COMPARISONS] + list(cond.in_ or ()) + list(cond.not_in or ())
+            self._check_values(col, [v for v in given if v is not None], owner, f"{key}.{name}")
             present = col.is_not(None)
-            if cond.eq is not None:
-                parts.append(sa.and_(present, col == val(cond.eq)))
-            if cond.ne is not None:
-                parts.append(sa.or_(col.is_(None), col != val(cond.ne)))
-            for op, value in (("lt", cond.lt), ("le", cond.le), ("gt", cond.gt), ("ge", cond.ge)):
-                if value is not None:
-                    parts.append(sa.and_(present, getattr(col, f"__{op}__")(val(value))))
+            for op in _COMPARISONS:
+                value = getattr(cond, op)
+                if value is None:
+                    continue
+                test = self._value(base, col, op, value)
+                parts.append(sa.or_(col.is_(None), test) if op == "ne" else sa.and_(present, test))
             if cond.is_null is not None:
                 parts.append(col.is_(None) if cond.is_null else present)
             if cond.in_ is not None:
-                parts.append(sa.and_(present, col.in_([val(v) for v in cond.in_])))
+                parts.append(sa.and_(present, self._member(base, col, cond.in_)))
             if cond.not_in is not None:
-                parts.append(sa.or_(col.is_(None), col.not_in([val(v) for v in cond.not_in])))
+                parts.append(sa.or_(col.is_(None), sa.not_(self._member(base, col, cond.not_in))))
         return sa.and_(*parts) if parts else sa.true()
 
-    def _value(self, col: sa.ColumnElement, v):
-        if isinstance(v, datetime):
-            return self.bound_moment(col.type, v if v.tzinfo else v.replace(tzinfo=self.ctx.tz))
-        return sa.bindparam(None, v, type_=col.type)
+    def _member(self, base: sa.FromClause, col: sa.ColumnElement, values: list) -> sa.ColumnElement:
+        """``col IN values``, two-valued for a non-NULL column; instants compared as instants."""
+        if values and is_temporal_type(col.type):
+            return sa.or_(sa.false(), *(self._value(base, col, "eq", v) for v in values))
+        return col.in_([sa.bindparam(None, v, type_=col.type) for v in values])
+
+    def _value(self, base: sa.FromClause, col: sa.ColumnElement, op: str, v) -> sa.ColumnElement:
+        """``col <op> v``: dates as their midnight in the policy's zone, timestamps as instants."""
+        if not (isinstance(v, date) and is_temporal_type(col.type)):
+            return getattr(col, f"__{op}__")(sa.bindparam(None, v, type_=col.type))
+        tz = self.ctx.tz
+        moment = v if isinstance(v, datetime) else datetime.combine(v, time(), tzinfo=tz)
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=tz)).astimezone(tz)
+        if is_date_only(col.type):
+            if moment.time() != time():
+                # a date is its midnight: against a later instant of that day, 'lt' is 'le' the day, ...
+                rewritten = _OFF_MIDNIGHT[op]
+                if isinstance(rewritten, bool):
+                    return sa.true() if rewritten else sa.false()
+                op = rewritten
+            return getattr(col, f"__{op}__")(sa.bindparam(None, moment.date(), type_=col.type))
+        # engines that store timestamps as text compare a normalised form of the column
+        side = self._impl_of(base).comparable_moment(col)
+        return getattr(side, f"__{op}__")(self.bound_moment(col.type, moment))
+
+    def _impl_of(self, base: sa.FromClause) -> DialectImpl:
+        table = getattr(base, "element", base)
+        if not self._impls:
+            self._impls = {id(bt.table): self.catalog.impl(bt.db) for bt in self.catalog.tables.values()}
+        return self._impls[id(table)]
+
+    def _check_values(self, col: sa.ColumnElement, values: list, owner: str | None, key: str) -> None:
+        kind = column_kind(col.type)
+        accepted = _VALUE_TYPES.get(kind)
+        if accepted is None:        # a type the job knows nothing about: the database judges
+            return
+        for v in values:
+            if (isinstance(v, bool) and kind != "boolean") or not isinstance(v, accepted[0]):
+                raise self.b.config.error(f"{v!r} cannot be compared with the {kind} column "
+                                          f"'{col.name}'; write {accepted[1]}", owner, key)
 
     def where_sql(self, rule: RuleConfig) -> sa.ColumnElement:
-        """The escape hatch: a SQL boolean with ``:now`` and ``:now_minus_<duration>`` bound."""
-        text = rule.where_sql
-        params = {"now": self.ctx.now.astimezone(self.ctx.tz).replace(tzinfo=None)}
-        for name in set(_NOW_MINUS.findall(text)):
-            period = parse_duration(name[len("now_minus_"):])
-            params[name] = self.ctx.cutoff(period).astimezone(self.ctx.tz).replace(tzinfo=None)
-        clause = sa.text(f"({text})")
-        binds = [sa.bindparam(k, v) for k, v in params.items() if re.search(rf":{k}\b", text)]
-        return clause.bindparams(*binds)
+        """The escape hatch: the parser's SQL for ``rule.where_sql``, with ``:now`` and
+        ``:now_minus_<duration>`` bound (see :mod:`retention.where_sql`)."""
+        where = f"rule '{rule.name}'"
+        backend = self.catalog.impl(self.catalog.tables[rule.table].db).name
+        try:
+            checked = compile_where_sql(rule.where_sql, backend)
+        except WhereSqlError as e:
+            raise self.b.config.error(f"where_sql {e}", where, "where_sql") from None
+        binds = []
+        for name in checked.params:
+            period = param_duration(name)
+            moment = self.ctx.now if period is None else self.ctx.cutoff(period)
+            if isinstance(moment, Beyond):
+                raise self.b.config.error(f"where_sql :{name} falls outside the calendar (years 1 to 9999) "
+                                          f"as of {self.ctx.now.isoformat()}; use a shorter duration",
+                                          where, "where_sql")
+            # naive, in the policy's zone: the zone naive columns are read in (and PostgreSQL sessions run in)
+            binds.append(sa.bindparam(name, moment.astimezone(self.ctx.tz).replace(tzinfo=None)))
+        return sa.text(f"({checked.sql})").bindparams(*binds)
 
     # -- protection -----------------------------------------------------------
 
@@ -234,7 +316,8 @@ class Planner:
                 key_expr = self.path_value(base, table_key, hops, key)
             h = register.alias()
             preds.append(sa.exists().where(h.c[hold.subject_column] == key_expr,
-                                           self.conditions(h, hold.active_where)).correlate(base))
+                                           self.conditions(h, hold.active_where, f"hold '{hold.name}'",
+                                                           "active_where")).correlate(base))
         return sa.or_(*preds) if preds else None
 
     def floor_active(self, floor: FloorConfig, base: sa.FromClause) -> sa.ColumnElement:
@@ -242,8 +325,8 @@ class Planner:
         cp = resolve_column_path(self.catalog, floor.table, floor.clock)
         expr, col_type = self.clock(base, cp)
         # IS NOT NULL keeps the predicate two-valued: NOT(floor_active) must be true for a NULL clock
-        return sa.and_(expr.is_not(None), expr > self.bound_moment(col_type, self.ctx.cutoff(floor.keep)),
-                       self.conditions(base, floor.where))
+        return sa.and_(expr.is_not(None), self.not_reached(expr, col_type, self.ctx.cutoff(floor.keep)),
+                       self.conditions(base, floor.where, f"floor '{floor.name}'"))
 
     def direct_protectors(self, table_key: str, base: sa.FromClause, *, whole_row: bool) -> list[Protector]:
         """Holds and floors on the row itself. ``whole_row=False`` skips column-only floors."""
@@ -322,10 +405,11 @@ class Planner:
         settings = self.model.settings
         cp = resolve_column_path(self.catalog, rule.table, rule.clock)
         clock, clock_type = self.clock(t, cp)
-        conditions = self.conditions(t, rule.where)
+        conditions = self.conditions(t, rule.where, f"rule '{rule.name}'")
         if rule.where_sql:
             conditions = sa.and_(conditions, self.where_sql(rule))
-        due = sa.and_(clock <= self.bound_moment(clock_type, self.ctx.cutoff(rule.after)), conditions)
+        cutoff = self.ctx.cutoff(rule.after)
+        due = sa.and_(self.reached(clock, clock_type, cutoff), conditions)
         any_protector = None
         if rule.action == "delete":
             protectors = self.delete_protectors(rule.table, t)
@@ -336,14 +420,14 @@ class Planner:
         else:
             protectors = self.direct_protectors(rule.table, t, whole_row=False)
             cascade = ()
-        forecast = {w: clock <= self.bound_moment(clock_type, self.ctx.cutoff(rule.after, ahead_days=int(w[:-1])))
+        forecast = {w: self.reached(clock, clock_type, self.ctx.cutoff(rule.after, ahead_days=int(w[:-1])))
                     for w in FORECAST_WINDOWS}
         plan = RulePlan(
             rule=rule, table=bound, impl=self.catalog.impl(bound.db), due=due, protectors=protectors,
             cascade=cascade, clock=clock, clock_type=clock_type, forecast=forecast, conditions=conditions,
             max_rows=rule.max_rows if rule.max_rows is not None else settings.max_rows,
             max_fraction=rule.max_fraction if rule.max_fraction is not None else settings.max_fraction,
-            any_protector=any_protector,
+            any_protector=any_protector, cutoff=cutoff,
         )
         if rule.action == "anonymize":
             variants = self._variants(rule, t, protectors)

@@ -90,8 +90,8 @@ def test_text_counts_land_in_their_columns():
     rows = {r["rule"]: r for r in text_table(render_text(make_report()))}
     assert rows["closed-orders"] == {
         "rule": "closed-orders", "action": "delete", "table": "shop.orders", "due": "1,200",
-        "protected": "45", "would touch": "1,155", "cascaded": "4,017", "oldest clock": "2019-03-14",
-        "status": "ok"}
+        "protected": "45", "would touch": "1,155", "unchanged": "0", "remaining": "0", "cascaded": "4,017",
+        "oldest clock": "2019-03-14", "status": "ok"}
     assert rows["access-logs"]["status"] == "GUARD TRIPPED"
     assert rows["access-logs"]["due"] == "95,000"
     assert rows["users-anonymize"]["status"] == "FAILED"
@@ -143,10 +143,12 @@ def test_text_failed_rule_shows_masked_error_and_kept_columns():
     assert SECRET not in out
 
 
-def test_text_routine_rule_has_no_detail_block():
-    quiet = RuleOutcome(rule="quiet-rule", action="restrict", table="shop.msgs", due=5, touch=5)
+def test_text_routine_rule_details_show_only_its_cutoff():
+    quiet = RuleOutcome(rule="quiet-rule", action="restrict", table="shop.msgs", due=5, touch=5,
+                        cutoff=datetime(2025, 5, 2, 12, 0, tzinfo=timezone.utc))
     out = render_text(make_report(rules=[quiet]))
-    assert out.count("quiet-rule") == 1   # its table row, nothing more
+    block = out.split("\nquiet-rule\n", 1)[1].split("\n\n", 1)[0]
+    assert block.splitlines() == ["  cutoff  2025-05-02T12:00:00+00:00 (due: clock at or before it)"]
 
 
 def test_text_totals_and_exit_line():
@@ -256,7 +258,7 @@ def test_markdown_tables_have_consistent_columns():
         widths = {len(md_cells(row)) for row in table}
         assert len(widths) == 1, table
     summary = tables[0]
-    assert len(md_cells(summary[0])) == 9
+    assert len(md_cells(summary[0])) == 11
     assert len(summary) == 2 + 4   # header, alignment, one row per rule
     odd = next(md_cells(r) for r in summary if r.startswith("| odd"))
     assert odd[0] == r"odd\|name" and odd[2] == r"shop.x\|y"

@@ -192,30 +192,6 @@ url = "postgresql+psycopg://app:hunter2@127.0.0.1:1/shop"
     assert "hunter2" not in result.output and "app:***@" in result.output
 
 
-@pytest.mark.parametrize("where_sql, problem", [
-    ("1=1) OR (1=1", "closes more than it opened"),      # would detach the rule from its protection
-    ("ip = '10.0.0.1' --", "comment"),
-    ("ip = '10.0.0.1' /* x */", "comment"),
-    ("1=1; DELETE FROM users", "';'"),
-    ("(ip = '10.0.0.1'", "unclosed '('"),
-    ("ip = 'oops", "unclosed ' quote"),
-])
-def test_where_sql_that_could_escape_its_parentheses_is_refused(shop, where_sql, problem):
-    shop.insert("legal_holds", dict(id=1, user_id=1, released_at=None))
-    policy = shop.policy(GOOD_RULE + f'where_sql = "{where_sql}"\n' + """
-[[holds]]
-name = "litigation"
-table = "shop.legal_holds"
-subject = "customer"
-subject_column = "user_id"
-""")
-    before = _fingerprint(shop)
-    result = CliRunner().invoke(cli, ["--config", policy, "run"])
-    assert result.exit_code == 2
-    assert "rule 'logs'" in result.output and "key 'where_sql'" in result.output and problem in result.output
-    assert _fingerprint(shop) == before
-
-
 def test_where_sql_with_parentheses_and_quotes_inside_literals_is_accepted(shop):
     policy = shop.policy(GOOD_RULE + """where_sql = "(ip <> ')--;(' AND ip <> 'it''s') OR ip IS NULL"\n""")
     result = CliRunner().invoke(cli, ["--config", policy, "check"])

@@ -55,7 +55,7 @@ class Generalize(Strategy):
                                      "generalize needs exactly one of 'to', 'step', 'ipv4_prefix'/'ipv6_prefix', "
                                      f"'keep_prefix'; got {', '.join(modes) or 'none'}")
         self.mode = "ip" if modes[0].startswith("ipv") else modes[0]
-        if to is not None and to not in _PERIOD_CHARS:
+        if to is not None and (not isinstance(to, str) or to not in _PERIOD_CHARS):
             raise StrategyParamError("to", f"'to' must be one of: year, month, day; got {to!r}")
         self.to = to
         self.step = self._parse_step(step) if step is not None else None

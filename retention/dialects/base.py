@@ -143,6 +143,10 @@ class DialectImpl:
         """
         return None
 
+    def comparable_moment(self, col: ColumnElement) -> ColumnElement:
+        """A timestamp column in a form whose comparisons order instants (engines with real types: itself)."""
+        return col
+
     def prepare_engine(self, engine: Engine, settings=None) -> None:
         """Session settings for every connection the job opens (an engine is the job's own).
 

@@ -52,7 +52,9 @@ class PostgreSQLImpl(DialectImpl):
         # The session time zone is the policy's, so a naive :now compared with a
         # timestamptz column means the same instant the job means; the timeouts
         # bound every statement, the counting reads as well as the batches.
-        options = {"jit": "off"}
+        # Backslashes in '...' are plain characters, as the where_sql parser reads them, even
+        # where a server or database was configured the pre-9.1 way.
+        options = {"jit": "off", "standard_conforming_strings": "on"}
         if settings is not None:
             options["TimeZone"] = settings.timezone
             options["lock_timeout"] = str(int(duration_ms(settings.lock_timeout)))

@@ -257,6 +257,16 @@ class SQLiteImpl(DialectImpl):
             conn.rollback()
         return notes, []
 
+    def comparable_moment(self, col: ColumnElement) -> ColumnElement:
+        """Timestamps are text here, written with or without fractional seconds (or as a bare
+        date); compared as written, equal instants differ. Pad each to the 26-character form
+        SQLAlchemy writes ('YYYY-MM-DD HH:MM:SS.ffffff'), which sorts as the instants do."""
+        text = sa.type_coerce(col, sa.String)
+        return sa.type_coerce(sa.case(
+            (sa.func.length(text) == 10, text.concat(" 00:00:00.000000")),
+            (sa.func.length(text) == 19, text.concat(".000000")),
+            else_=sa.func.substr(text.concat("000000"), 1, 26)), sa.String)
+
     def prepare_engine(self, engine, settings=None) -> None:
         enable_foreign_keys(engine)
         _JOB_ENGINES.add(engine)

@@ -12,6 +12,7 @@ from retention.report.text import (
     NUMERIC_COLUMNS,
     clean,
     count,
+    describe_cutoff,
     describe_forecast,
     describe_guard,
     describe_not_done,
@@ -62,6 +63,7 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
     facts = [("action", f"{rule.action} on {code(rule.table)}"), ("status", status_label(rule))]
     if rule.basis:
         facts.append(("basis", cell(clean(rule.basis))))
+    facts.append(("cutoff", describe_cutoff(rule)))
     if rule.oldest_clock:
         facts.append(("oldest clock", oldest_date(rule)))
     if (text := describe_forecast(rule)):

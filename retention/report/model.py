@@ -79,6 +79,9 @@ class RuleOutcome:
     not_done: list[NotDone] = field(default_factory=list)
     #: due rows whose clock the job cannot represent (-infinity, BC, year > 9999): not in oldest_clock
     unreadable_clocks: int = 0
+    #: the instant each row's clock was compared with (``now - after``); None when the period
+    #: reaches past an end of the calendar (then nothing, or every started clock, is due)
+    cutoff: datetime | None = None
     oldest_clock: datetime | None = None
     forecast: dict[str, int] = field(default_factory=dict)
     guard: Guard = field(default_factory=Guard)
@@ -119,6 +122,7 @@ class RuleOutcome:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["oldest_clock"] = self.oldest_clock.isoformat() if self.oldest_clock else None
+        d["cutoff"] = self.cutoff.isoformat() if self.cutoff else None
         d["protected_total"] = self.protected_total
         d["cascaded_total"] = self.cascaded_total
         d["not_done_total"] = self.not_done_total

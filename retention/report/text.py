@@ -7,12 +7,13 @@ Layout::
     run id  r-42
     config  policies.toml (sha256 3f9a0c1d2e4b)
 
-    rule              action  table               due  protected  would touch  cascaded  oldest clock  status
-    ----------------  ------  ----------------  -----  ---------  -----------  --------  ------------  ------
-    access-logs-180d  delete  shop.access_logs  1,200         45        1,155         0  2024-11-02    ok
+    rule              action  table               due  protected  would touch  unchanged  remaining  cascaded  oldest clock  status
+    ----------------  ------  ----------------  -----  ---------  -----------  ---------  ---------  --------  ------------  ------
+    access-logs-180d  delete  shop.access_logs  1,200         45        1,155          0          0         0  2024-11-02    ok
 
     access-logs-180d
       basis      Server logs kept 180 days for security
+      cutoff     2024-12-03T12:00:00+00:00 (due: clock at or before it)
       protected  45: hold litigation 12, floor ecommerce-law-3y 33
       forecast   next 7d 10, 30d 45, 90d 120, 365d 800
 
@@ -97,6 +98,13 @@ def oldest_date(rule: RuleOutcome) -> str:
 def short_sha(sha256: str) -> str:
     """The first 12 hex digits, enough to tell policy files apart."""
     return sha256[:12] if sha256 else "-"
+
+
+def describe_cutoff(rule: RuleOutcome) -> str:
+    """'2025-05-02T00:00:00+00:00 (due: clock at or before it)', or why there is none."""
+    if rule.cutoff is None:
+        return "none: the period reaches past an end of the calendar"
+    return f"{rule.cutoff.isoformat()} (due: clock at or before it)"
 
 
 def describe_protection(rule: RuleOutcome) -> str | None:
@@ -205,17 +213,18 @@ def clean(text: str) -> str:
 def summary_row(rule: RuleOutcome) -> list[str]:
     """One rule's cells, in :func:`summary_header` order."""
     return [rule.rule, rule.action, rule.table, count(rule.due), count(rule.protected_total),
-            count(rule.touch), count(rule.cascaded_total), oldest_date(rule), status_label(rule)]
+            count(rule.touch), count(rule.unchanged), count(rule.remaining), count(rule.cascaded_total),
+            oldest_date(rule), status_label(rule)]
 
 
 def summary_header(report: Report) -> list[str]:
     """Column headers; the touch column's name depends on the mode."""
-    return ["rule", "action", "table", "due", "protected", touch_label(report), "cascaded",
-            "oldest clock", "status"]
+    return ["rule", "action", "table", "due", "protected", touch_label(report), "unchanged", "remaining",
+            "cascaded", "oldest clock", "status"]
 
 
 #: indices of the right-aligned (count) columns in :func:`summary_row`
-NUMERIC_COLUMNS = {3, 4, 5, 6}
+NUMERIC_COLUMNS = {3, 4, 5, 6, 7, 8}
 
 
 def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
@@ -223,6 +232,7 @@ def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if rule.basis:
         out.append(("basis", clean(rule.basis)))
+    out.append(("cutoff", describe_cutoff(rule)))
     if (text := describe_protection(rule)):
         out.append(("protected", text))
     for c in rule.cascades:
