@@ -125,7 +125,7 @@ class Strategy:
     def done_sql(self, col: ColumnElement, impl) -> ColumnElement | None:
         """A SQL boolean: the row's value needs no change; None if not expressible."""
         expr = self.sql(col, impl)
-        return None if expr is None else sa.or_(col.is_(None), expr == col)
+        return None if expr is None else sa.or_(col.is_(None), impl.equal(expr, col))
 
     def conflicts(self, column: ColumnInfo) -> list[str]:
         """Problems this strategy would cause on ``column``, for ``retention check``."""
