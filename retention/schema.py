@@ -66,17 +66,23 @@ class Catalog:
         for db, engine in self.engines.items():
             md = sa.MetaData()
             md.reflect(bind=engine)
+            # MySQL names the URL's own database in a foreign key from another one
+            default_schema = sa.inspect(engine).default_schema_name
             # every schema: a child in another schema must still block or be cascaded,
             # never be left to the database's ON DELETE CASCADE unseen
             for schema in impl_for(engine).other_schemas(engine):
                 md.reflect(bind=engine, schema=schema)
 
-            def key(table: sa.Table, db: str = db) -> str:
+            def key(table: sa.Table, db: str = db, default: str | None = default_schema) -> str:
                 # the default schema's tables are "db.table"; others are "db.schema.table"
-                return f"{db}.{table.name}" if table.schema is None else f"{db}.{table.schema}.{table.name}"
+                if table.schema is None or table.schema == default:
+                    return f"{db}.{table.name}"
+                return f"{db}.{table.schema}.{table.name}"
 
             for table in md.tables.values():
-                self.tables[key(table)] = BoundTable(key(table), db, table)
+                # a default-schema table reflected again under its schema's name is the same
+                # table: the first (unqualified) one is the one every statement uses
+                self.tables.setdefault(key(table), BoundTable(key(table), db, table))
             for table in md.tables.values():
                 for fkc in table.foreign_key_constraints:
                     if len(fkc.elements) != 1:

@@ -128,7 +128,7 @@ class ExistingMariaDB(_DatabaseAdmin):
         parsed = make_url(url)
         if parsed.drivername in ("mysql", "mariadb"):
             parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
-        self.admin_url = parsed.set(database=None).render_as_string(hide_password=False)
+        self.admin_url = parsed._replace(database=None).render_as_string(hide_password=False)
 
     def stop(self) -> None:
         """Nothing to stop: the server is not ours."""
