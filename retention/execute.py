@@ -514,6 +514,13 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
         text = str(stmt.compile(dialect=dialect)).strip()
         return text.replace("(__[POSTCOMPILE_keys])", "(<this batch's locked keys>)") + ";"
 
+    def by_key(*where) -> sa.ColumnElement:
+        # as _writable does: where an UPDATE may not read its own table, its keys come first
+        if plan.impl.writes_may_read_their_table:
+            return sa.and_(*where)
+        out.append(show(sa.select(plan.pk).where(*where).with_for_update()))
+        return plan.pk.in_(sa.bindparam("keys", expanding=True))
+
     out = [show(_bound_query(plan, plan.work, lo, None))]
     action = plan.rule.action
     if action == "delete" and not _locks_parents(plan):
@@ -540,13 +547,14 @@ def statements(engine: Engine, plan: RulePlan, opts: ExecOptions) -> list[str]:
         walk(plan.cascade)
         out.append(show(sa.delete(t).where(plan.pk.in_(keys))))
     elif action == "restrict":
-        out.append(show(sa.update(t).where(rng, plan.work).values({plan.rule.restrict_column: sa.bindparam("now")})))
+        rows = by_key(rng, plan.work)
+        out.append(show(sa.update(t).where(rows).values({plan.rule.restrict_column: sa.bindparam("now")})))
     else:
         for variant in plan.variants:
             if _sql_path(plan, variant, opts):
                 values = {c: s.sql(t.c[c], plan.impl) for c, s in variant.strategies.items()}
-                out.append(show(sa.update(t).where(rng, plan.work, variant.predicate, _not_done(plan, variant))
-                                .values(values)))
+                rows = by_key(rng, plan.work, variant.predicate, _not_done(plan, variant))
+                out.append(show(sa.update(t).where(rows).values(values)))
             else:
                 cols = list(variant.strategies)
                 out.append(show(sa.select(plan.pk, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)))

@@ -326,3 +326,17 @@ def test_children_in_another_database_block_and_unrelated_databases_are_not_refl
     finally:
         mariadb_server.drop_database(billing)
         mariadb_server.drop_database(unrelated)
+
+
+def test_sql_shows_the_keyed_writes_the_mysql_url_runs(mysql_url, tmp_path):
+    shop = Shop(mysql_url, tmp_path)
+    try:
+        report = shop.run(shop.policy(RELEASED_HOLDS), dry_run=True, now=NOW, show_sql=True)
+    finally:
+        shop.close()
+    for rule in ("released-holds", "restrict-closed", "anonymize-closed"):
+        statements = outcome(report, rule).statements
+        locks = [i for i, s in enumerate(statements) if s.rstrip(";").endswith("FOR UPDATE")]
+        writes = [i for i, s in enumerate(statements) if s.startswith(("UPDATE", "DELETE"))]
+        assert locks and writes and locks[0] < writes[-1], statements
+        assert "IN (<this batch's locked keys>)" in statements[writes[-1]], statements
