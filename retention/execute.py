@@ -151,12 +151,12 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis)
     # attribution: each due row counted once, under its first protector
     cases = [(p.predicate, i) for i, p in enumerate(plan.protectors)]
-    query = sa.select(sa.literal(-1), sa.func.count()).select_from(t).where(plan.due)
     if cases:
         bucket = sa.case(*cases, else_=-1)
-        query = sa.select(bucket.label("b"), sa.func.count()).select_from(t).where(plan.due).group_by(bucket)
-    # (no GROUP BY a constant: MySQL reads GROUP BY -1 as a column position)
-    rows = conn.execute(query).all()
+        query = sa.select(bucket.label("b"), sa.func.count()).group_by(bucket)
+    else:   # no GROUP BY a constant: MySQL reads GROUP BY -1 as a column position
+        query = sa.select(sa.literal(-1), sa.func.count())
+    rows = conn.execute(query.select_from(t).where(plan.due)).all()
     counts = {int(b): int(n) for b, n in rows}
     out.due = sum(counts.values())
     out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)

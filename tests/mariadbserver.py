@@ -143,8 +143,9 @@ class MariaDBServer(_DatabaseAdmin):
     directory.
     """
 
-    def __init__(self, *, startup_timeout: float = 60.0) -> None:
+    def __init__(self, *, startup_timeout: float = 60.0, time_zones: bool = True) -> None:
         self.startup_timeout = startup_timeout
+        self.time_zones = time_zones
         self.port: int | None = None
         self.tmpdir: Path | None = None
         self.run_as: str | None = None
@@ -194,7 +195,8 @@ class MariaDBServer(_DatabaseAdmin):
                 except MariaDBUnavailable:
                     if attempt == 2 or "already in use" not in self._log_tail():
                         raise
-            self._load_time_zones()
+            if self.time_zones:
+                self._load_time_zones()
         except BaseException:
             self.stop()
             raise

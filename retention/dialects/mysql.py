@@ -27,6 +27,8 @@ SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu",
                         "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "Etc/Greenwich"})
 
+_UNKNOWN_TIME_ZONE = 1298      # ER_UNKNOWN_TIME_ZONE
+
 _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
 
 
@@ -80,8 +82,15 @@ class MySQLImpl(DialectImpl):
                 # children committed meanwhile, not REPEATABLE READ's snapshot of its first read
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 for name, value in session_settings(settings, server_is_mariadb(dbapi_conn)):
-                    # names are ours; the values are bound
-                    cur.execute(f"SET SESSION {name} = %s", (value,))
+                    try:
+                        # names are ours; the values are bound
+                        cur.execute(f"SET SESSION {name} = %s", (value,))
+                    except dbapi_conn.OperationalError as e:
+                        if name != "time_zone" or e.args[0] != _UNKNOWN_TIME_ZONE:
+                            raise
+                        raise dbapi_conn.OperationalError(e.args[0], (
+                            f"the server knows no time zone named {value}: load its time-zone tables "
+                            "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
 
     def other_schemas(self, engine: Engine) -> list[str]:
