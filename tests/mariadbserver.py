@@ -244,7 +244,7 @@ class MariaDBServer(_DatabaseAdmin):
                 # durability is worthless for a server deleted after the run
                 "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--innodb-flush-method=nosync",
                 "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
-                "--performance-schema=off", "--max-connections=200"]
+                "--innodb-file-per-table=0", "--performance-schema=off", "--max-connections=200"]
         if self.run_as:
             argv = _as_user(self.run_as, argv)
         self._proc = subprocess.Popen(argv, cwd=self.tmpdir, stdin=subprocess.DEVNULL,

@@ -65,7 +65,7 @@ def test_peak_memory_on_mysql_statement_shapes_holds_one_batch_of_keys(mariadb_u
     # through a mysql+pymysql:// URL every delete reads and locks its batch's keys first
     # (MySQL's error 1093): those keys, never all of them, are what the job holds
     url = make_url(mariadb_url).set(drivername="mysql+pymysql").render_as_string(hide_password=False)
-    small_peak, small_batches = _peak_for(tmp_path, 5_000, url, batch=250)
-    large_peak, large_batches = _peak_for(tmp_path, 20_000, url, batch=250)
+    small_peak, small_batches = _peak_for(tmp_path, 2_000, url, batch=100)
+    large_peak, large_batches = _peak_for(tmp_path, 8_000, url, batch=100)
     assert large_batches >= 4 * small_batches - 4
     assert large_peak < small_peak * 1.25 + 256 * 1024, (small_peak, large_peak)
