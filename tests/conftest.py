@@ -2,7 +2,7 @@
 
 Two tiers, selected by marker:
 
-* SQLite only: ``pytest -m "not postgresql"`` (no server needed);
+* SQLite only: ``pytest -m "not postgresql and not mariadb"`` (no server needed);
 * everything: ``pytest`` starts one throwaway PostgreSQL for the session
   (:mod:`tests.pgserver`), or uses ``RETENTION_TEST_PG_URL`` when set, and
   likewise one throwaway MariaDB (:mod:`tests.mariadbserver`,
