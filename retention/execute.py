@@ -183,9 +183,12 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis)
     # attribution: each due row counted once, under its first protector
     cases = [(p.predicate, i) for i, p in enumerate(plan.protectors)]
-    bucket = sa.case(*cases, else_=-1) if cases else sa.literal(-1)
-    rows = conn.execute(sa.select(bucket.label("b"), sa.func.count()).select_from(t)
-                        .where(plan.due).group_by(bucket)).all()
+    if cases:
+        bucket = sa.case(*cases, else_=-1)
+        query = sa.select(bucket.label("b"), sa.func.count()).group_by(bucket)
+    else:   # no GROUP BY a constant: MySQL reads GROUP BY -1 as a column position
+        query = sa.select(sa.literal(-1), sa.func.count())
+    rows = conn.execute(query.select_from(t).where(plan.due)).all()
     counts = {int(b): int(n) for b, n in rows}
     out.due = sum(counts.values())
     out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)
@@ -404,7 +407,12 @@ def describe_error(e: Exception) -> str:
     label = f"{type(orig).__name__}{f' [{code}]' if code else ''}"
     if _raised_by_application_code(orig, code):
         return f"{label}: raised by a trigger or function in the database (message not shown: it may quote row values)"
-    first = (str(orig).strip().splitlines() or [""])[0]
+    args = getattr(orig, "args", ())
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        text = args[1]      # PyMySQL: (error number, message); its str() quotes the whole message
+    else:
+        text = str(orig)
+    first = (text.strip().splitlines() or [""])[0]
     first = first.split("[SQL:")[0].strip()
     # a quoted literal can be a row value (SQLite: "... with text 'José@...'"); so can a
     # double-quoted one in PostgreSQL's data errors (class 22: 'invalid input syntax: "..."')
@@ -561,7 +569,10 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
         return _delete_locked(conn, plan, keys, cascaded, short)
     if action == "restrict":
         col = plan.rule.restrict_column
-        n = conn.execute(sa.update(t).where(rng, plan.work)
+        rows = _writable(conn, plan, rng, plan.work)
+        if rows is None:
+            return 0
+        n = conn.execute(sa.update(t).where(rows)
                          .values({col: ctx.moment_for(t.c[col].type, ctx.now)})).rowcount
         return _look_again(conn, plan, rng, plan.work, selected, n, short)
     total = 0
@@ -666,8 +677,20 @@ def _delete_locked(conn: Connection, plan: RulePlan, keys: list, cascaded: dict,
 
 
 def _locks_parents(plan: RulePlan) -> bool:
-    """Deletes that touch other tables' rows, or that children may block, lock their keys first."""
-    return bool(plan.cascade) or any(p.kind == "children" for p in plan.protectors)
+    """Deletes that touch other tables' rows, or that children may block, lock their keys first;
+    so do all deletes where a DELETE may not read its own table (see _writable)."""
+    return (bool(plan.cascade) or any(p.kind == "children" for p in plan.protectors)
+            or not plan.impl.writes_may_read_their_table)
+
+
+def _writable(conn: Connection, plan: RulePlan, *where) -> sa.ColumnElement | None:
+    """The rows an UPDATE of the batch writes: ``where`` itself, or, where the engine
+    forbids an UPDATE to read its own table in a subquery (MySQL), the keys matching
+    ``where``, read and locked first (None: no row)."""
+    if plan.impl.writes_may_read_their_table:
+        return sa.and_(*where)
+    keys = [_key_of(plan, r) for r in conn.execute(sa.select(*plan.pk_columns).where(*where).with_for_update())]
+    return _keys_in(plan, plan.pk_columns, keys) if keys else None
 
 
 def _cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, cascaded: dict, path: tuple = ()) -> None:
@@ -700,8 +723,10 @@ def _anonymize_sql(conn: Connection, plan: RulePlan, variant: Variant, rng, ctx:
         # leave values that are already anonymized as they are (hash is not idempotent)
         values[c] = sa.case((s.done_sql(t.c[c], plan.impl), t.c[c]), else_=s.sql(t.c[c], plan.impl))
     values.update(_mark_values(plan, variant, ctx))
-    stmt = sa.update(t).where(rng, plan.work, variant.predicate, _not_done(plan, variant)).values(values)
-    return conn.execute(stmt).rowcount
+    rows = _writable(conn, plan, rng, plan.work, variant.predicate, _not_done(plan, variant))
+    if rows is None:
+        return 0
+    return conn.execute(sa.update(t).where(rows).values(values)).rowcount
 
 
 def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,

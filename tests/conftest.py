@@ -2,12 +2,16 @@
 
 Two tiers, selected by marker:
 
-* SQLite only: ``pytest -m "not postgresql"`` (no server needed);
+* SQLite only: ``pytest -m "not postgresql and not mariadb"`` (no server needed);
 * everything: ``pytest`` starts one throwaway PostgreSQL for the session
-  (:mod:`tests.pgserver`), or uses ``RETENTION_TEST_PG_URL`` when set.
+  (:mod:`tests.pgserver`), or uses ``RETENTION_TEST_PG_URL`` when set, and
+  likewise one throwaway MariaDB (:mod:`tests.mariadbserver`,
+  ``RETENTION_TEST_MARIADB_URL``); ``-m "not mariadb"`` leaves MariaDB out.
 
 Every test that needs PostgreSQL (through ``pg_url``, ``pg_server`` or the
 ``postgresql`` variant of ``backend``) carries the ``postgresql`` marker.
+Tests that need MariaDB (``mariadb_url``, ``mariadb_server``, the ``mariadb``
+variant of ``backend``) carry the ``mariadb`` marker, alike.
 Without a server such tests are skipped, except under ``CI=true``, where a
 missing server fails them: CI must never go green by silently skipping a tier.
 """
@@ -25,11 +29,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from mariadbserver import ExistingMariaDB, MariaDBServer, MariaDBUnavailable  # noqa: E402
 from pgserver import ExistingServer, PostgresServer, PostgresUnavailable  # noqa: E402
 from tests.shopkit import Shop  # noqa: E402
 
 PG_URL_ENV = "RETENTION_TEST_PG_URL"
 _PG_FIXTURES = ("pg_url", "pg_server")
+MARIADB_URL_ENV = "RETENTION_TEST_MARIADB_URL"
+_MARIADB_FIXTURES = ("mariadb_url", "mariadb_server")
 
 
 def in_ci() -> bool:
@@ -37,10 +44,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def _unavailable(reason: str):
+def _unavailable(reason: str, engine: str = "PostgreSQL"):
     if in_ci():
-        pytest.fail(f"PostgreSQL is required in CI (CI=true) but unavailable: {reason}", pytrace=False)
-    pytest.skip(f"PostgreSQL unavailable: {reason}")
+        pytest.fail(f"{engine} is required in CI (CI=true) but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"{engine} unavailable: {reason}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -52,6 +59,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in _PG_FIXTURES):
             item.add_marker(pytest.mark.postgresql)
+        if any(name in getattr(item, "fixturenames", ()) for name in _MARIADB_FIXTURES):
+            item.add_marker(pytest.mark.mariadb)
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +95,34 @@ def pg_server():
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """One MariaDB server for the whole session, like ``pg_server`` (same interface)."""
+    url = os.environ.get(MARIADB_URL_ENV)
+    if url:
+        server = ExistingMariaDB(url)
+        try:
+            server.check()
+            problem = None
+        except MariaDBUnavailable as exc:
+            problem = f"{MARIADB_URL_ENV} is set but the server does not answer: {exc}"
+        if problem:
+            _unavailable(problem, "MariaDB")
+        yield server
+        return
+    try:
+        server = MariaDBServer().start()
+        problem = None
+    except (MariaDBUnavailable, OSError, subprocess.SubprocessError) as exc:
+        problem = str(exc)
+    if problem:
+        _unavailable(problem, "MariaDB")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _database_name(nodeid: str) -> str:
     # Readable when a test leaves something behind on a shared server, unique
     # always; PostgreSQL identifiers stop at 63 bytes.
@@ -104,15 +141,29 @@ def pg_url(pg_server, request):
         pg_server.drop_database(name)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.fixture
+def mariadb_url(mariadb_server, request):
+    """SQLAlchemy URL (``mariadb+pymysql://``) of a fresh, empty MariaDB database, dropped after the test."""
+    name = _database_name(request.node.nodeid)
+    url = mariadb_server.create_database(name)
+    try:
+        yield url
+    finally:
+        mariadb_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def backend(request, tmp_path):
-    """SQLAlchemy URL of an empty database, once per engine (``sqlite``, ``postgresql``).
+    """SQLAlchemy URL of an empty database, once per engine (``sqlite``, ``postgresql``, ``mariadb``).
 
     Scenario tests take ``backend`` to run the same assertions on every engine;
     ``request.param`` (or ``make_url(backend).get_backend_name()``) tells which.
     """
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.db'}"
+    elif request.param == "mariadb":
+        yield request.getfixturevalue("mariadb_url")
     else:
         yield request.getfixturevalue("pg_url")
 
@@ -121,7 +172,7 @@ def backend(request, tmp_path):
 
 @pytest.fixture
 def shop(backend, tmp_path):
-    """An empty scenario shop on each backend (SQLite and PostgreSQL)."""
+    """An empty scenario shop on each backend (SQLite, PostgreSQL, MariaDB)."""
     s = Shop(backend, tmp_path)
     yield s
     s.close()

@@ -390,10 +390,13 @@ def test_float_step_floors_to_the_nearest_multiple_below(value, step):
 
 # --------------------------------------------------------------------------- SQL path vs Python path
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def backend_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'anonymize.db'}"
+    if request.param == "mariadb":
+        return request.getfixturevalue("mariadb_url")
     return request.getfixturevalue("pg_url")
 
 
@@ -433,26 +436,27 @@ COLUMN_VALUES = {
     "num": st.lists(st.one_of(st.decimals(-10**11, 10**11, places=2), st.none()), max_size=10),
 }
 
+ALL_ENGINES = {"sqlite", "postgresql", "mariadb", "mysql"}
 # (strategy, column, {dialect: has a SQL path})
 SQL_CASES = [
-    ("null", "s", {"sqlite", "postgresql"}),
-    ({"strategy": "constant", "value": "deleted user"}, "s", {"sqlite", "postgresql"}),
-    ({"strategy": "constant", "value": 0}, "n", {"sqlite", "postgresql"}),
-    ("mask", "s", {"sqlite", "postgresql"}),
-    (mask(keep_first=4, keep_last=4), "s", {"sqlite", "postgresql"}),
-    (mask(keep_first=2, keep_last=0, char="é"), "s", {"sqlite", "postgresql"}),
-    ("redact_email", "s", {"sqlite", "postgresql"}),
-    (gen(keep_prefix=3), "s", {"sqlite", "postgresql"}),
-    (gen(to="year"), "d", {"sqlite", "postgresql"}),
-    (gen(to="month"), "d", {"sqlite", "postgresql"}),
-    (gen(to="day"), "d", {"sqlite", "postgresql"}),
-    (gen(to="year"), "dt", {"sqlite", "postgresql"}),
-    (gen(to="month"), "dt", {"sqlite", "postgresql"}),
-    (gen(to="day"), "dt", {"sqlite", "postgresql"}),
-    (gen(step=10), "n", {"sqlite", "postgresql"}),
-    (gen(step=7), "n", {"sqlite", "postgresql"}),
-    (gen(step=0.5), "num", {"postgresql"}),   # SQLite keeps NUMERIC as binary floats
-    (gen(step=1000), "num", {"postgresql"}),
+    ("null", "s", ALL_ENGINES),
+    ({"strategy": "constant", "value": "deleted user"}, "s", ALL_ENGINES),
+    ({"strategy": "constant", "value": 0}, "n", ALL_ENGINES),
+    ("mask", "s", ALL_ENGINES),
+    (mask(keep_first=4, keep_last=4), "s", ALL_ENGINES),
+    (mask(keep_first=2, keep_last=0, char="é"), "s", ALL_ENGINES),
+    ("redact_email", "s", ALL_ENGINES),
+    (gen(keep_prefix=3), "s", ALL_ENGINES),
+    (gen(to="year"), "d", ALL_ENGINES),
+    (gen(to="month"), "d", ALL_ENGINES),
+    (gen(to="day"), "d", ALL_ENGINES),
+    (gen(to="year"), "dt", ALL_ENGINES),
+    (gen(to="month"), "dt", ALL_ENGINES),
+    (gen(to="day"), "dt", ALL_ENGINES),
+    (gen(step=10), "n", ALL_ENGINES),
+    (gen(step=7), "n", ALL_ENGINES),
+    (gen(step=0.5), "num", ALL_ENGINES - {"sqlite"}),   # SQLite keeps NUMERIC as binary floats
+    (gen(step=1000), "num", ALL_ENGINES - {"sqlite"}),
     (gen(step=0.5), "f", set()),              # floats: Python only, see Generalize._floor
     (gen(to="year"), "s", set()),             # ISO text: Python only
     (gen(ipv4_prefix=16), "s", set()),
@@ -460,12 +464,15 @@ SQL_CASES = [
 ]
 
 
+URLS = {"sqlite": "sqlite://", "postgresql": "postgresql+psycopg://", "mariadb": "mariadb+pymysql://",
+        "mysql": "mysql+pymysql://"}
+
+
 def _impl(dialect_name):
-    url = {"sqlite": "sqlite://", "postgresql": "postgresql+psycopg://"}[dialect_name]
-    return impl_for(sa.create_engine(url))  # no connection is made
+    return impl_for(sa.create_engine(URLS[dialect_name]))  # no connection is made
 
 
-@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql", "mariadb", "mysql"])
 @pytest.mark.parametrize("spec, column, has_sql", SQL_CASES, ids=lambda x: str(x) if not isinstance(x, set) else "")
 def test_which_strategies_run_in_sql(dialect_name, spec, column, has_sql):
     table = _table(sa.MetaData(), "t")
@@ -473,11 +480,11 @@ def test_which_strategies_run_in_sql(dialect_name, spec, column, has_sql):
     assert (strategy.sql(table.c[column], _impl(dialect_name)) is not None) == (dialect_name in has_sql)
 
 
-@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql", "mariadb", "mysql"])
 def test_sql_binds_values_instead_of_formatting_them(dialect_name):
     table = _table(sa.MetaData(), "t")
     impl = _impl(dialect_name)
-    dialect = sa.create_engine({"sqlite": "sqlite://", "postgresql": "postgresql+psycopg://"}[dialect_name]).dialect
+    dialect = sa.create_engine(URLS[dialect_name]).dialect
     for spec, marker in [({"strategy": "constant", "value": "o'brien deleted"}, "o'brien deleted"),
                          (mask(char="~"), "~")]:
         compiled = build(spec).sql(table.c.s, impl).compile(dialect=dialect)

@@ -397,3 +397,31 @@ def test_demo_masks_the_password_of_its_url(pg_demo):
     assert demo.returncode == 0
     assert PG_PASSWORD not in demo.output
     assert ":***@" in demo.stderr
+
+
+# --- MariaDB ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mariadb_demo(mariadb_server, tmp_path_factory):
+    """The demo built by ``retention demo --url`` on a fresh MariaDB database."""
+    name = f"t_demo_e2e_{uuid.uuid4().hex[:12]}"
+    url = mariadb_server.create_database(name)
+    try:
+        cwd = tmp_path_factory.mktemp("mariadb")
+        yield url, retention("--now", NOW, "demo", "--url", url, "--format", "json", cwd=cwd)
+    finally:
+        mariadb_server.drop_database(name)
+
+
+def test_demo_and_run_on_mariadb_match_sqlite(mariadb_demo, demos, runs):
+    # every rule of the shipped policy (all strategies, holds, floors, cascades) on a third engine
+    url, demo = mariadb_demo
+    assert demo.returncode == 0, demo.stderr
+    assert numbers(demo.json()) == numbers(demos["json"].json())
+    first = retention("--now", NOW, "run", "--format", "json", cwd=demo.cwd, env=shop_env(url))
+    assert first.returncode == 0, first.stderr
+    assert numbers(first.json()) == numbers(runs["run-json"].json())
+    second = retention("--now", NOW, "run", "--format", "json", cwd=demo.cwd, env=shop_env(url))
+    assert second.returncode == 0, second.stderr
+    assert [(r["rule"], r["status"], r["touch"], r["cascaded_total"]) for r in second.json()["rules"]] == \
+        [(r, "ok", 0, 0) for r in RULES]

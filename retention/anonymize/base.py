@@ -155,7 +155,7 @@ class Strategy:
         if expr is None:
             return None
         handled = self._handled_sql(col, impl)
-        same = expr == col
+        same = impl.equal(expr, col)
         return sa.or_(col.is_(None), same if handled is None else sa.and_(handled, same))
 
     @staticmethod

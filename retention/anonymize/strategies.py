@@ -73,7 +73,7 @@ class Constant(Strategy):
         return sa.case((col.is_(None), sa.null()), else_=self._literal(col))
 
     def done_sql(self, col, impl):
-        return sa.or_(col.is_(None), col == self._literal(col))
+        return sa.or_(col.is_(None), impl.equal(col, self._literal(col)))
 
     def _conflicts(self, column):
         out = []
@@ -176,7 +176,7 @@ class Mask(Strategy):
         return value[:kf] + self.char * (n - kf - kl) + value[n - kl:]
 
     def sql(self, col, impl):
-        n, kf, kl = sa.func.length(col), self.keep_first, self.keep_last
+        n, kf, kl = impl.text_length(col), self.keep_first, self.keep_last
         char = sa.literal(self.char, sa.String)
         whole, middle = impl.repeat_text(char, n), impl.repeat_text(char, n - (kf + kl))
         if whole is None or middle is None:
@@ -227,7 +227,7 @@ class RedactEmail(Strategy):
             return None
         n = at - 1                          # length of the local part
         star = sa.literal("*", sa.String)
-        stars_all = impl.repeat_text(star, sa.func.length(col))
+        stars_all = impl.repeat_text(star, impl.text_length(col))
         stars_short = impl.repeat_text(star, n)
         stars_tail = impl.repeat_text(star, sa.case((n > 5, 4), else_=n - 1))
         if stars_all is None or stars_short is None or stars_tail is None:

@@ -9,5 +9,6 @@ from __future__ import annotations
 from retention.dialects.base import DialectImpl, impl_for, register
 from retention.dialects import sqlite as _sqlite  # noqa: F401  (registers)
 from retention.dialects import postgresql as _postgresql  # noqa: F401  (registers)
+from retention.dialects import mysql as _mysql  # noqa: F401  (registers "mysql" and "mariadb")
 
 __all__ = ["DialectImpl", "impl_for", "register"]

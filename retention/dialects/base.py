@@ -72,6 +72,8 @@ class DialectImpl:
     supports_for_update: ClassVar[bool] = False
     #: most bound parameters one statement may carry (None: no practical limit)
     max_bind_params: ClassVar[int | None] = None
+    #: an UPDATE/DELETE may read the table it writes in a subquery (MySQL: no)
+    writes_may_read_their_table: ClassVar[bool] = True
 
     def other_schemas(self, engine: Engine) -> list[str]:
         """Schemas besides the default one whose tables may reference the policy's tables."""
@@ -177,6 +179,14 @@ class DialectImpl:
     # -- building blocks for anonymization (retention.anonymize) -----------
     # Each returns a Core expression, or None when this engine can't express it
     # and the strategy must run in Python. NULL in gives NULL out.
+
+    def text_length(self, col: ColumnElement) -> ColumnElement:
+        """The number of characters in ``col``."""
+        return sa.func.length(col)
+
+    def equal(self, a: ColumnElement, b: ColumnElement) -> ColumnElement:
+        """``a`` and ``b`` hold the very same value (text: the same characters, case and spaces)."""
+        return a == b
 
     def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
         """``text`` repeated ``count`` times ('' for count <= 0)."""

@@ -197,3 +197,14 @@ def test_invariants_postgresql(pg_url, tmp_path, users, p):
         check_invariants(shop, users, p)
     finally:
         shop.close()
+
+
+@pytest.mark.mariadb
+@settings(max_examples=(SCALE // 4 if SCALE else 12), **SETTINGS)
+@given(users=st.lists(user_st, min_size=1, max_size=5), p=policy_st)
+def test_invariants_mariadb(mariadb_url, tmp_path, users, p):
+    shop = Shop(mariadb_url, tmp_path)
+    try:
+        check_invariants(shop, users, p)
+    finally:
+        shop.close()

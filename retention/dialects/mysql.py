@@ -1,0 +1,181 @@
+"""MySQL 8 and MariaDB 10.6+ through PyMySQL.
+
+SQLAlchemy names the dialect after the URL: ``mysql+pymysql://`` is "mysql"
+(:class:`MySQLImpl`), ``mariadb+pymysql://`` is "mariadb" (:class:`MariaDBImpl`,
+which relaxes what only MySQL forbids).  A MariaDB server reached through a
+``mysql+pymysql://`` URL gets the MySQL statement shapes, which MariaDB runs
+too; the session settings always follow the server actually reached.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import mysql as mysql_types
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from retention.dialects.base import DialectImpl, duration_ms, register
+
+#: names under which the server keeps its own tables, never an application's
+SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu",
+                        "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "Etc/Greenwich"})
+
+_UNKNOWN_TIME_ZONE = 1298      # ER_UNKNOWN_TIME_ZONE
+
+_PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
+
+
+def server_is_mariadb(dbapi_conn) -> bool:
+    """Whether a PyMySQL connection reached MariaDB (its version string says so)."""
+    return "mariadb" in str(getattr(dbapi_conn, "server_version", "")).lower()
+
+
+def session_time_zone(name: str) -> str:
+    """The ``time_zone`` value for a policy ``timezone``.
+
+    UTC is written as an offset, which every server knows; any other zone by
+    name, which needs the server's time-zone tables (``mariadb-tzinfo-to-sql``,
+    ``mysql_tzinfo_to_sql``): a fixed offset cannot follow daylight saving time.
+    """
+    return "+00:00" if name in _UTC_NAMES else name
+
+
+def session_settings(settings, mariadb: bool) -> list[tuple[str, object]]:
+    """``SET SESSION`` variable assignments for the job's connections (the policy's ``[settings]``)."""
+    if settings is None:
+        return []
+    out: list[tuple[str, object]] = [("time_zone", session_time_zone(settings.timezone))]
+    lock_s = max(1, math.ceil(duration_ms(settings.lock_timeout) / 1000))
+    # row locks, and metadata locks (an application's ALTER TABLE)
+    out += [("innodb_lock_wait_timeout", lock_s), ("lock_wait_timeout", lock_s)]
+    stmt_ms = int(duration_ms(settings.statement_timeout))
+    if mariadb:
+        out.append(("max_statement_time", stmt_ms / 1000))     # seconds, every statement
+    else:
+        out.append(("max_execution_time", stmt_ms))            # milliseconds, SELECT only
+    return out
+
+
+@register
+class MySQLImpl(DialectImpl):
+    name: ClassVar[str] = "mysql"
+    supports_for_update = True
+    # PyMySQL interpolates parameters itself: the limit is the packet size, and
+    # 30000 keys stay far below the 16 MB default max_allowed_packet
+    max_bind_params = 30000
+    #: MySQL refuses an UPDATE/DELETE whose subquery reads the table it writes
+    #: (error 1093): batches lock and read their keys first, then write by key
+    writes_may_read_their_table: ClassVar[bool] = False
+
+    def prepare_engine(self, engine: Engine, settings=None) -> None:
+        @event.listens_for(engine, "connect")
+        def _session(dbapi_conn, _record):  # pragma: no cover - trivial
+            with dbapi_conn.cursor() as cur:
+                # as on PostgreSQL: a batch's second look at the rows it locked must see
+                # children committed meanwhile, not REPEATABLE READ's snapshot of its first read
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                for name, value in session_settings(settings, server_is_mariadb(dbapi_conn)):
+                    try:
+                        # names are ours; the values are bound
+                        cur.execute(f"SET SESSION {name} = %s", (value,))
+                    except dbapi_conn.OperationalError as e:
+                        if name != "time_zone" or e.args[0] != _UNKNOWN_TIME_ZONE:
+                            raise
+                        raise dbapi_conn.OperationalError(e.args[0], (
+                            f"the server knows no time zone named {value}: load its time-zone tables "
+                            "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
+            dbapi_conn.commit()
+
+    def other_schemas(self, engine: Engine) -> list[str]:
+        """Databases on the same server whose tables reference the URL's database, transitively.
+
+        A MySQL "schema" is a database, and one server often hosts many
+        unrelated applications: reflecting all of them would be slow and need
+        privileges the job should not have.  Only databases holding a foreign
+        key into the ones already reflected matter (their rows must block or
+        be cascaded, never left to an ``ON DELETE CASCADE`` unseen); parents
+        in other databases are reflected with the tables that reference them.
+        """
+        with engine.connect() as conn:
+            default = conn.exec_driver_sql("SELECT DATABASE()").scalar()
+            if default is None:
+                return []
+            seen, frontier = {default}, [default]
+            found: list[str] = []
+            while frontier:
+                rows = conn.execute(sa.text(
+                    "SELECT DISTINCT table_schema FROM information_schema.key_column_usage "
+                    "WHERE referenced_table_schema IN :targets AND table_schema NOT IN :seen "
+                    "ORDER BY table_schema").bindparams(sa.bindparam("targets", expanding=True),
+                                                        sa.bindparam("seen", expanding=True)),
+                    {"targets": frontier, "seen": sorted(seen)}).scalars().all()
+                frontier = [r for r in rows if r not in SYSTEM_DATABASES and r not in seen]
+                seen.update(frontier)
+                found += frontier
+            return found
+
+    # -- strategy building blocks ----------------------------------------------
+
+    def text_length(self, col: ColumnElement) -> ColumnElement:
+        # LENGTH() counts bytes here
+        return sa.func.char_length(col)
+
+    def equal(self, a: ColumnElement, b: ColumnElement) -> ColumnElement:
+        if not isinstance(a.type, sa.String) and not isinstance(b.type, sa.String):
+            return a == b
+        # '=' on text follows the collation: usually case-insensitive and blind to
+        # trailing spaces, where Python's == is not; byte equality of the UTF-8 forms is exact
+        return _utf8_bytes(a) == _utf8_bytes(b)
+
+    def last_position(self, col: ColumnElement, char: str) -> ColumnElement | None:
+        # RTRIM takes no character set here; SUBSTRING_INDEX(col, char, -1) is the text after
+        # the last char (all of it when absent) and matches its delimiter case-sensitively
+        return sa.func.char_length(col) - sa.func.char_length(
+            sa.func.substring_index(col, sa.literal(char, sa.String), -1))
+
+    def floor_to_multiple(self, col: ColumnElement, step: Decimal) -> ColumnElement | None:
+        # DECIMAL arithmetic is exact here, so DECIMAL columns floor exactly too (not floats)
+        t = col.type
+        if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float) and t.asdecimal:
+            s = sa.literal(step, sa.Numeric())
+            return sa.cast(col - ((col % s) + s) % s, t)
+        return super().floor_to_multiple(col, step)
+
+    def truncate_datetime(self, col: ColumnElement, unit: str) -> ColumnElement | None:
+        # DATE_FORMAT reads a TIMESTAMP in the session time zone, as PyMySQL hands it to
+        # the Python path; DATETIME and DATE carry no zone at all
+        if isinstance(col.type, sa.DateTime):
+            target = sa.DateTime()
+        elif isinstance(col.type, sa.Date):
+            target = sa.Date()
+        else:
+            return None
+        return sa.cast(sa.func.date_format(col, sa.literal(_PERIOD_FORMAT[unit], sa.String)), target)
+
+    def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
+        # a binary collation makes the match case-sensitive on MySQL's and MariaDB's regex
+        # engines alike; '$' also matches before a final newline there, hence the length
+        text = sa.cast(col, mysql_types.CHAR(charset="utf8mb4")).collate("utf8mb4_bin")
+        pattern = sa.literal(f"^{prefix}[0-9a-f]{{{length}}}$", sa.String)
+        return sa.and_(text.op("REGEXP", is_comparison=True)(pattern),
+                       sa.func.char_length(col) == len(prefix) + length)
+
+
+def _utf8_bytes(expr: ColumnElement) -> ColumnElement:
+    return sa.cast(sa.cast(expr, mysql_types.CHAR(charset="utf8mb4")), sa.LargeBinary)
+
+
+@register
+class MariaDBImpl(MySQLImpl):
+    """MariaDB: what differs from MySQL 8."""
+
+    name: ClassVar[str] = "mariadb"
+    # MariaDB (10.3+) lets an UPDATE/DELETE read its own table in a subquery
+    writes_may_read_their_table = True

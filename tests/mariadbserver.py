@@ -1,0 +1,319 @@
+"""A throwaway MariaDB server for the test suite.
+
+Like :mod:`tests.pgserver`: the suite proves on a real MariaDB what it proves
+on SQLite and PostgreSQL, without anyone having to set a server up.
+:class:`MariaDBServer` builds one in a temporary directory from Debian's
+``mariadb-server`` binaries (``mariadb-install-db``, ``mariadbd``), listening
+on 127.0.0.1 only, tuned for speed over durability, and throws it away
+afterwards::
+
+    with MariaDBServer() as server:
+        url = server.create_database("scratch")
+        engine = sqlalchemy.create_engine(url)
+
+The server's time-zone tables are loaded from the system's zoneinfo
+(``mariadb-tzinfo-to-sql``), so a policy's named ``timezone`` works as it does
+on a production server whose tables are loaded.
+
+:class:`ExistingMariaDB` offers the same ``create_database``/``drop_database``
+interface over a server given by URL (``RETENTION_TEST_MARIADB_URL``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from pgserver import _as_user, _tmp_base, free_port
+
+#: created by mariadb-install-db with no password, reachable only over loopback
+SUPERUSER = "root"
+
+_FALLBACK_USER = "retention-mariadb"
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+
+
+class MariaDBUnavailable(RuntimeError):
+    """No MariaDB binaries were found, or the server would not start."""
+
+
+def find_binaries() -> tuple[Path, Path]:
+    """``(mariadb-install-db, mariadbd)``: PATH first, then Debian's /usr/sbin (not on a user's PATH)."""
+    found = []
+    for names in (("mariadb-install-db", "mysql_install_db"), ("mariadbd", "mysqld")):
+        path = None
+        for name in names:
+            path = shutil.which(name) or next(
+                (str(Path(d) / name) for d in ("/usr/sbin", "/usr/bin") if os.access(Path(d) / name, os.X_OK)), None)
+            if path:
+                break
+        if not path:
+            raise MariaDBUnavailable(
+                f"MariaDB server binaries not found: no {names[0]} on PATH or in /usr/sbin (install the "
+                "'mariadb-server' package, or set RETENTION_TEST_MARIADB_URL to an existing server)")
+        found.append(Path(path))
+    return found[0], found[1]
+
+
+def _quote_ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"database name {name!r} must be a lowercase identifier of at most 64 characters")
+    return f"`{name}`"
+
+
+class _DatabaseAdmin:
+    """CREATE/DROP DATABASE through a maintenance URL (``self.admin_url``)."""
+
+    admin_url: str
+
+    def _admin(self, sql: str):
+        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                result = conn.exec_driver_sql(sql)
+                return result.all() if result.returns_rows else None
+        finally:
+            engine.dispose()
+
+    def database_url(self, name: str) -> str:
+        """The SQLAlchemy URL of database ``name`` on this server."""
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database and return its SQLAlchemy URL."""
+        self._admin(f"CREATE DATABASE {_quote_ident(name)} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        return self.database_url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database, first ending any session still using it (a test that forgot to dispose)."""
+        quoted = _quote_ident(name)
+        rows = self._admin(f"SELECT id FROM information_schema.processlist WHERE db = '{name}' "
+                           "AND id <> connection_id()")
+        for (pid,) in rows or ():
+            try:
+                self._admin(f"KILL {int(pid)}")
+            except sa.exc.DBAPIError:
+                pass  # it ended by itself meanwhile
+        self._admin(f"DROP DATABASE IF EXISTS {quoted}")
+
+    def check(self) -> None:
+        """Raise :class:`MariaDBUnavailable` unless the server answers."""
+        try:
+            self._admin("SELECT 1")
+        except sa.exc.SQLAlchemyError as exc:
+            raise MariaDBUnavailable(f"cannot connect to MariaDB: {exc.__class__.__name__}: "
+                                     f"{str(exc).splitlines()[0]}") from exc
+
+
+class ExistingMariaDB(_DatabaseAdmin):
+    """A server someone else runs, given by a SQLAlchemy URL of a user allowed to create databases.
+
+    Its time-zone tables must be loaded for the scenarios that use a named
+    ``timezone`` (``mariadb-tzinfo-to-sql /usr/share/zoneinfo | mariadb mysql``).
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.drivername in ("mysql", "mariadb"):
+            parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
+        self.admin_url = parsed._replace(database=None).render_as_string(hide_password=False)
+
+    def stop(self) -> None:
+        """Nothing to stop: the server is not ours."""
+
+
+class MariaDBServer(_DatabaseAdmin):
+    """A throwaway MariaDB server in a temporary directory.
+
+    ``start()`` creates the system tables and starts ``mariadbd`` on a free
+    port of 127.0.0.1 (as an unprivileged user when the process is root: the
+    server refuses to run as root); ``stop()`` stops it and removes the
+    directory.
+    """
+
+    def __init__(self, *, startup_timeout: float = 60.0, time_zones: bool = True) -> None:
+        self.startup_timeout = startup_timeout
+        self.time_zones = time_zones
+        self.port: int | None = None
+        self.tmpdir: Path | None = None
+        self.run_as: str | None = None
+        self.startup_seconds: float | None = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def datadir(self) -> Path:
+        assert self.tmpdir is not None, "server not started"
+        return self.tmpdir / "data"
+
+    @property
+    def logfile(self) -> Path:
+        assert self.tmpdir is not None, "server not started"
+        return self.tmpdir / "server.log"
+
+    @property
+    def socket(self) -> Path:
+        assert self.tmpdir is not None, "server not started"
+        return self.tmpdir / "mariadbd.sock"
+
+    @property
+    def admin_url(self) -> str:  # type: ignore[override]
+        return f"mariadb+pymysql://{SUPERUSER}@127.0.0.1:{self.port}/"
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> "MariaDBServer":
+        """Create the system tables, start the server, load the time zones; returns ``self``."""
+        began = time.monotonic()
+        install_db, mariadbd = find_binaries()
+        self.run_as = _unprivileged_user() if os.geteuid() == 0 else None
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="retention-mariadb-", dir=_tmp_base(self.run_as)))
+        atexit.register(self.stop)
+        try:
+            if self.run_as:
+                pw = pwd.getpwnam(self.run_as)
+                os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
+            self._run([str(install_db), "--no-defaults", f"--datadir={self.datadir}",
+                       "--auth-root-authentication-method=normal", "--skip-test-db",
+                       "--skip-name-resolve"])
+            for attempt in range(3):
+                self.port = free_port()
+                try:
+                    self._launch(mariadbd)
+                    break
+                except MariaDBUnavailable:
+                    if attempt == 2 or "already in use" not in self._log_tail():
+                        raise
+            if self.time_zones:
+                self._load_time_zones()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (no flush: its files are deleted next) and remove its directory. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            # SIGKILL: no shutdown work for files about to be deleted. runuser stays the
+            # parent of the server, so the server is killed by its own pid (the pid file),
+            # and the process group this class started only if that is not enough.
+            try:
+                os.kill(int((self.tmpdir / "mariadbd.pid").read_text().strip()), signal.SIGKILL)
+            except (OSError, ValueError, TypeError):
+                pass
+            try:
+                proc.wait(timeout=10)   # runuser reaps the server and exits
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> "MariaDBServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # -- helpers -----------------------------------------------------------
+
+    def _launch(self, mariadbd: Path) -> None:
+        argv = [str(mariadbd), "--no-defaults", f"--datadir={self.datadir}",
+                "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.socket}",
+                f"--pid-file={self.tmpdir / 'mariadbd.pid'}", f"--log-error={self.logfile}",
+                "--skip-name-resolve", "--skip-log-bin", "--skip-symbolic-links",
+                "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
+                # durability is worthless for a server deleted after the run
+                "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--innodb-flush-method=nosync",
+                "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
+                "--innodb-file-per-table=0", "--performance-schema=off", "--max-connections=200"]
+        if self.run_as:
+            argv = _as_user(self.run_as, argv)
+        self._proc = subprocess.Popen(argv, cwd=self.tmpdir, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                self._proc = None
+                raise MariaDBUnavailable(f"mariadbd exited at start:\n{self._log_tail()}")
+            try:
+                self.check()
+                return
+            except MariaDBUnavailable:
+                if time.monotonic() > deadline:
+                    raise MariaDBUnavailable(f"mariadbd did not answer within {self.startup_timeout:.0f}s:\n"
+                                             f"{self._log_tail()}") from None
+                time.sleep(0.1)
+
+    def _load_time_zones(self) -> None:
+        """Fill mysql.time_zone* from the system's zoneinfo, as Debian's package does on install."""
+        tzinfo = shutil.which("mariadb-tzinfo-to-sql") or shutil.which("mysql_tzinfo_to_sql")
+        if not tzinfo or not Path("/usr/share/zoneinfo").is_dir():
+            raise MariaDBUnavailable("mariadb-tzinfo-to-sql or /usr/share/zoneinfo is missing: the server "
+                                     "could not resolve named time zones (install 'mariadb-server' and 'tzdata')")
+        sql = subprocess.run([tzinfo, "/usr/share/zoneinfo"], stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        raw = make_url(self.admin_url).set(database="mysql")
+        import pymysql
+        conn = pymysql.connect(host=raw.host, port=raw.port, user=raw.username, database="mysql",
+                               autocommit=True, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                while cur.nextset():
+                    pass
+        finally:
+            conn.close()
+
+    def _run(self, argv: list[str]) -> None:
+        cmd = _as_user(self.run_as, argv) if self.run_as else argv
+        proc = subprocess.run(cmd, cwd=self.tmpdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=self.startup_timeout + 60)
+        if proc.returncode != 0:
+            raise MariaDBUnavailable(f"{Path(argv[0]).name} failed (exit {proc.returncode}): "
+                                     f"{proc.stdout.strip()[-2000:]}")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _unprivileged_user() -> str:
+    """``mysql`` if the package created it; else a dedicated system user; ``nobody`` last."""
+    for name in ("mysql", _FALLBACK_USER):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            pass
+    useradd = shutil.which("useradd")
+    if useradd:
+        subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/bin/sh", _FALLBACK_USER],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        try:
+            pwd.getpwnam(_FALLBACK_USER)
+            return _FALLBACK_USER
+        except KeyError:
+            pass
+    return "nobody"
