@@ -2,15 +2,17 @@
 
 Options are parsed here, reports written to stdout (or ``--out``), logs to
 stderr, and errors mapped to exit codes: 0 ok, 1 a rule failed, 2 invalid
-policy file or command line, 3 a guard tripped, 4 another run holds the lock.
+policy file or command line, 3 a guard tripped, 4 another run holds the lock,
+130/143 stopped by SIGINT/SIGTERM (the report of what was done is still written).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -162,6 +164,75 @@ def demo(opts, url, seed, fmt, out, show_sql, simulate, allow_large) -> None:
                err=True)
     _emit(render(report, fmt), out)
     sys.exit(report.exit_code)
+
+
+@cli.group()
+def state() -> None:
+    """The job's own tables (settings.state_url): audit log, leases."""
+
+
+@state.command("upgrade")
+@global_options
+def state_upgrade(opts) -> None:
+    """Create or upgrade the state store's tables (runs also do it on first use)."""
+    where, before, after = commands.state_upgrade(opts["config"])
+    if before == after:
+        click.echo(f"{where}: at schema version {after}, nothing to do")
+    else:
+        click.echo(f"{where}: upgraded from schema version {before} to {after}")
+
+
+@cli.group()
+def audit() -> None:
+    """The hash-chained audit log in the state store."""
+
+
+@audit.command("verify")
+@click.option("--head", default=None, metavar="SHA256",
+              help="A chain head a report printed: it must still be in the log (catches a cut-off tail).")
+@global_options
+def audit_verify(opts, head) -> None:
+    """Check the chain; name the first entry that was edited, inserted, deleted or moved (exit 1)."""
+    verdict = commands.audit_verify(opts["config"], head=head)
+    if verdict.ok:
+        click.echo(f"audit log OK: {verdict.checked} entries, head {verdict.head}")
+        return
+    where = f"entry {verdict.bad_seq}" if verdict.bad_seq is not None else "the log"
+    click.echo(f"audit log BROKEN at {where}: {verdict.reason} ({verdict.checked} entries before it are intact)",
+               err=True)
+    sys.exit(1)
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    moment = _parse_now(value) if value else None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+@audit.command("show")
+@click.option("--run", "run_id", default=None, metavar="ID", help="Only this run's entries.")
+@click.option("--since", default=None, metavar="DATE", help="Only entries at or after this moment (ISO 8601).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@global_options
+def audit_show(opts, run_id, since, fmt) -> None:
+    """The audit log: one summary line per run, then its entries."""
+    from retention.audit import runs
+    try:
+        moment = _parse_since(since)
+    except click.BadParameter:
+        raise click.BadParameter(f"'{since}' is not an ISO 8601 date or time", param_hint="--since") from None
+    entries = commands.audit_entries(opts["config"], run_id=run_id, since=moment)
+    if fmt == "json":
+        click.echo(json.dumps({"runs": runs(entries), "entries": [e.to_dict() for e in entries]}, indent=2))
+        return
+    for r in runs(entries):
+        click.echo(f"run {r['run_id']}  {r['mode'] or '?'}  started {r['started_at'] or '?'}  "
+                   f"ended {r['ended_at'] or '-'}  outcome {r['outcome']}  by {r.get('user') or '?'}@"
+                   f"{r.get('host') or '?'}  batches {r['batches']}"
+                   + (f"  (batch {r['open_batch']} intended, outcome not recorded)" if r["open_batch"] else ""))
+    for e in entries:
+        click.echo(f"{e.seq:>6}  {e.at}  {e.run_id}  {e.kind:<16} {json.dumps(e.body, sort_keys=True)}")
 
 
 def main() -> None:

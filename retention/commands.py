@@ -20,13 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ConfigErrors
-from retention.execute import ExecOptions, cascade_selections, describe_error, execute_rule
+from retention.execute import cascade_selections, describe_error
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
 from retention.report.model import Report
 from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, resolve_column_path
 from retention.timectx import TimeContext, is_date_only, utcnow
-from retention.transactions import Simulation, Transactions
 
 log = structlog.get_logger("retention")
 
@@ -200,37 +199,15 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
     would do alone (the report notes it).  ``simulate=True`` instead runs the
     whole policy in one transaction per database and rolls it back: exactly a
     run's numbers, at the price of holding a run's locks until the end.
+
+    The run's life (lock, audit log, stops) is :class:`retention.runtime.Run`;
+    this function picks its mode.  A run or simulation raises ``LockHeld``
+    when another holds the lock.
     """
-    if simulate:
-        dry_run = True
-    with open_session(config_path, env=env, now=now) as s:
-        structlog.contextvars.bind_contextvars(run_id=s.run_id)
-        try:
-            selected = _select_rules(s.config, only)
-            report = Report(run_id=s.run_id, dry_run=dry_run, now=s.ctx.now, config_path=s.config.path,
-                            config_sha256=s.config.sha256, started_at=utcnow(), show_sql=show_sql,
-                            simulated=simulate)
-            # a simulation executes for real, inside a transaction that is rolled back
-            opts = ExecOptions(dry_run=dry_run and not simulate, allow_large=allow_large, force_python=force_python,
-                               show_sql=show_sql, batch_size=s.config.settings.batch_size)
-            log.info("start", mode="dry-run" if dry_run else "run", config=s.config.path,
-                     sha256=s.config.sha256[:12], now=s.ctx.now.isoformat())
-            plans = _prepare(s, selected)
-            txs = {db: (Simulation(e) if simulate else Transactions(e)) for db, e in s.engines.items()}
-            try:
-                for plan in plans:
-                    outcome = execute_rule(txs[plan.table.db], plan, s.config.settings, s.ctx, opts)
-                    if dry_run and not simulate:
-                        outcome.overlaps = overlaps(plan, plans)
-                    report.rules.append(outcome)
-            finally:
-                for tx in txs.values():
-                    tx.close()
-            report.finished_at = utcnow()
-            log.info("finish", exit_code=report.exit_code, rules=len(report.rules))
-            return report
-        finally:
-            structlog.contextvars.unbind_contextvars("run_id")
+    from retention.runtime import Run, mode_for
+    mode = mode_for(dry_run=dry_run, simulate=simulate)
+    return Run(config_path, mode, only=only, now=now, allow_large=allow_large, show_sql=show_sql, env=env,
+               force_python=force_python).execute()
 
 
 def overlaps(plan: RulePlan, plans: list[RulePlan]) -> list[str]:
@@ -283,3 +260,46 @@ def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime |
         raise ConfigError(f"cannot build the demo at {mask_text(url)}: {mask_text(describe_error(e))}",
                           where="--url") from None
     return counts, plan(config_path, now=moment, env=env, **plan_options)
+
+
+def state_upgrade(config_path: str | None = None, *, env: Mapping[str, str] | None = None) -> tuple[str, int, int]:
+    """Bring the state store named by ``settings.state_url`` to this release's schema.
+
+    Returns (where, from version, to version).  Runs do this on first use too;
+    this verb lets a deployment do it ahead, with rights a run does not need.
+    """
+    from retention.state import open_store
+    config = load_config(config_path, env=env)
+    store = open_store(config.settings.state_url, config.path, config.settings, migrate=False)
+    try:
+        before, after = store.upgrade()
+        return store.where, before, after
+    finally:
+        store.close()
+
+
+def _audit_log(config_path: str | None, env: Mapping[str, str] | None):
+    from retention.audit import AuditLog
+    from retention.state import open_store
+    config = load_config(config_path, env=env)
+    return AuditLog(open_store(config.settings.state_url, config.path, config.settings))
+
+
+def audit_verify(config_path: str | None = None, *, head: str | None = None,
+                 env: Mapping[str, str] | None = None):
+    """Check the audit log's hash chain; return a :class:`retention.audit.Verdict`."""
+    audit = _audit_log(config_path, env)
+    try:
+        return audit.verify(head=head)
+    finally:
+        audit.store.close()
+
+
+def audit_entries(config_path: str | None = None, *, run_id: str | None = None, since: datetime | None = None,
+                  env: Mapping[str, str] | None = None) -> list:
+    """The audit log's entries (of one run, or from ``since`` on), in chain order."""
+    audit = _audit_log(config_path, env)
+    try:
+        return list(audit.entries(run_id=run_id, since=since))
+    finally:
+        audit.store.close()

@@ -75,6 +75,7 @@ class Settings(_Model):
     max_batch_seconds: float = Field(2.0, gt=0)
     lock_timeout: DurationField = parse_duration("5s")
     statement_timeout: DurationField = parse_duration("60s")
+    stop_timeout: DurationField = parse_duration("10s")    # SIGTERM/SIGINT: stopped and reported within this
     max_rows: int | None = Field(None, ge=0)
     max_fraction: float = Field(0.9, ge=0, le=1)
 
@@ -87,7 +88,7 @@ class Settings(_Model):
             raise ValueError(f"unknown time zone '{v}' (use an IANA name such as 'UTC' or 'Europe/Paris')") from None
         return v
 
-    @field_validator("lock_timeout", "statement_timeout")
+    @field_validator("lock_timeout", "statement_timeout", "stop_timeout")
     @classmethod
     def _no_calendar(cls, v: Duration) -> Duration:
         if v.months:

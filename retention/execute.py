@@ -45,6 +45,28 @@ class ExecOptions:
     force_python: bool = False     # anonymize in Python even where SQL could (tests compare both)
     show_sql: bool = False
     batch_size: int = 5000         # dry-run scans (anonymize in Python) read this many rows at a time
+    simulated: bool = False        # executes inside a rolled-back transaction: still a dry run
+
+
+class BatchHooks:
+    """What the batch loop tells the run around each batch (:class:`retention.runtime.Run`).
+
+    The defaults do nothing.  ``before_commit`` runs inside the batch's
+    transaction after its statements: an exception there rolls the batch
+    back, which is how a run that cannot write its audit entry touches
+    nothing.  ``committed`` runs once the batch is committed.  The loop asks
+    ``stop_requested`` before each batch.  ``cascaded`` maps
+    ``(child table, "delete" | "detach:<fk>")`` to rows.
+    """
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def before_commit(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
+        """The batch's statements ran; it commits when this returns."""
+
+    def committed(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
+        """The batch is committed."""
 
 
 # --- counting -----------------------------------------------------------------
@@ -247,7 +269,7 @@ def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
 
 
 def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
-                 opts: ExecOptions) -> RuleOutcome:
+                 opts: ExecOptions, hooks: BatchHooks | None = None) -> RuleOutcome:
     """Count the rule, check its guard, and (unless dry) enforce it batch by batch."""
     started = time.monotonic()
     rule = plan.rule
@@ -267,7 +289,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             # meanwhile (a hold released, a row unblocked by this very rule) wait for the next run
             if out.guard.rows:
                 with progress(out.guard.rows, plan.rule.name) as bar:
-                    _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows)
+                    _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows,
+                             hooks=hooks or BatchHooks())
             out.remaining = out.guard.rows - out.touch
     except (SQLAlchemyError, RetentionError) as e:
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
@@ -278,7 +301,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             max(0, out.due - out.protected_total - out.unchanged - out.touch)
     out.duration_seconds = round(time.monotonic() - started, 3)
     log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
-             dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,
+             dry_run=opts.dry_run or opts.simulated, due=out.due, protected=out.protected_total, touch=out.touch,
              cascaded=out.cascaded_total, batches=out.batches, seconds=out.duration_seconds,
              error=out.error)
     return out
@@ -311,7 +334,7 @@ def describe_error(e: Exception) -> str:
 
 
 def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
-             opts: ExecOptions, out: RuleOutcome, bar: Progress, limit: int) -> None:
+             opts: ExecOptions, out: RuleOutcome, bar: Progress, limit: int, hooks: BatchHooks) -> None:
     """Run the batches, adding each committed batch's counts to ``out``; touch at most ``limit`` rows."""
     size = settings.batch_size
     if _locks_parents(plan) and plan.impl.max_bind_params:
@@ -319,7 +342,7 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     lines = dict(zip(empty_cascades(plan), out.cascades))
     candidates, exact = _candidates(plan, opts)
     lo = None
-    while out.touch < limit:
+    while out.touch < limit and not hooks.stop_requested():
         t0 = time.monotonic()
         cascaded = {key: 0 for key in lines}
         allowance = limit - out.touch
@@ -329,12 +352,14 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
             if hi is None:
                 break
             touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded, allowance)
+            hooks.before_commit(plan, out.batches + 1, lo, hi, touched, cascaded)
         # committed: only now does the batch count
         out.touch += touched
         bar.advance(touched)
         out.batches += 1
         for key, n in cascaded.items():
             lines[key].rows += n
+        hooks.committed(plan, out.batches, lo, hi, touched, cascaded)
         lo = hi
         elapsed = time.monotonic() - t0
         # keep each transaction under max_batch_seconds: shrink fast, grow back slowly

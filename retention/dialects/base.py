@@ -53,6 +53,14 @@ class DialectImpl:
     def clear_hints(self, conn: Connection) -> None:
         """Forget unused hints before the connection goes back to the pool."""
 
+    def serialize_writers(self, conn: Connection) -> None:
+        """Inside a transaction on the job's state store: wait until this is its only writer.
+
+        The audit chain appends by reading its head; two runs must not both
+        append after the same head.  The default relies on ``hint_write``
+        having taken the database's write lock (SQLite's ``BEGIN IMMEDIATE``).
+        """
+
     def in_transaction(self, conn: Connection) -> bool:
         """Whether the database still has ``conn``'s transaction open (it may end one on its own).
 

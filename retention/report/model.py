@@ -100,10 +100,20 @@ class Report:
     finished_at: datetime | None = None
     show_sql: bool = False
     simulated: bool = False           # dry run executed in a rolled-back transaction: exact run numbers
+    #: the signal that stopped the run ("SIGTERM", "SIGINT"); the rules after the one it stopped are in skipped
+    interrupted: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    #: failures outside any one rule (the audit log could not be written, a database could not be reached)
+    errors: list[str] = field(default_factory=list)
+    #: the audit log's head after this run's last entry: (seq, SHA-256); see ``retention audit verify --head``
+    audit_seq: int = 0
+    audit_head: str | None = None
 
     @property
     def exit_code(self) -> int:
-        if any(r.status == "failed" for r in self.rules):
+        if self.interrupted:
+            return 130 if self.interrupted == "SIGINT" else 143
+        if self.errors or any(r.status == "failed" for r in self.rules):
             return 1
         if any(r.status == "guard_tripped" for r in self.rules):
             return 3
@@ -130,5 +140,9 @@ class Report:
                 "touch": sum(r.touch for r in self.rules),
                 "cascaded": sum(r.cascaded_total for r in self.rules),
             },
+            "interrupted": self.interrupted,
+            "skipped": list(self.skipped),
+            "errors": list(self.errors),
+            "audit": {"seq": self.audit_seq, "head": self.audit_head},
             "exit_code": self.exit_code,
         }

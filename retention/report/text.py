@@ -36,7 +36,7 @@ import unicodedata
 from retention.log import mask_url
 from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
 
-STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED"}
+STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "interrupted": "INTERRUPTED"}
 
 
 # -- width-aware alignment ---------------------------------------------------
@@ -152,6 +152,10 @@ def exit_summary(report: Report) -> str:
     failed = [r.rule for r in report.rules if r.status == "failed"]
     tripped = [r.rule for r in report.rules if r.status == "guard_tripped"]
     parts = []
+    if report.interrupted:
+        parts.append(f"stopped by {report.interrupted}; the batch under way finished or was rolled back"
+                     + (f"; not run: {', '.join(report.skipped)}" if report.skipped else ""))
+    parts.extend(clean(e) for e in report.errors)
     if failed:
         parts.append(f"{_n(len(failed), 'rule')} failed ({', '.join(failed)})")
     if tripped:
