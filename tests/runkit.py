@@ -36,13 +36,13 @@ def state_url(request, tmp_path):
 def with_state(policy: str, url: str) -> str:
     """Point the policy file at another state store."""
     path = Path(policy)
-    text = re.sub(r'^state_url = ".*"$', f'state_url = "{url}"', path.read_text(), count=1, flags=re.M)
+    text = re.sub(r'^\s*state_url = ".*"$', f'state_url = "{url}"', path.read_text(), count=1, flags=re.M)
     path.write_text(text)
     return policy
 
 
 def state_url_of(policy: str) -> str:
-    return re.search(r'^state_url = "(.*)"$', Path(policy).read_text(), flags=re.M).group(1)
+    return re.search(r'^\s*state_url = "(.*)"$', Path(policy).read_text(), flags=re.M).group(1)
 
 
 def audit_rows(url: str) -> list[dict]:
