@@ -289,6 +289,8 @@ class Run(BatchHooks):
             report.finished_at = utcnow()
             if self.stop_signal:
                 report.interrupted = self.stop_signal
+                if outcome in ("ok", "failed", "guard_tripped"):
+                    outcome = "interrupted"
             try:
                 self.emit(RunEnded(self, report, outcome))
             except RetentionError as e:
