@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Config, load_config
-from retention.errors import ConfigError, ConfigErrors
+from retention.errors import ConfigError, ConfigErrors, RetentionError
 from retention.execute import cascade_selections, describe_error
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
@@ -39,6 +39,9 @@ class Session:
     binding: Binding
     ctx: TimeContext
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: databases left out because they could not be reached (name -> why); see open_session(partial=True)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    full_config: Config | None = None
 
     def close(self) -> None:
         for engine in self.engines.values():
@@ -52,42 +55,97 @@ class Session:
 
 
 def open_session(config_path: str | None = None, *, env: Mapping[str, str] | None = None,
-                 now: datetime | None = None, need_keys: bool = True) -> Session:
-    """Load, validate and bind a policy file; raise ConfigError on any problem."""
+                 now: datetime | None = None, need_keys: bool = True, partial: bool = False) -> Session:
+    """Load, validate and bind a policy file; raise ConfigError on any problem.
+
+    A database that cannot be reached (down, login refused, timeout) is a
+    runtime failure, not an invalid file: :class:`DatabaseUnavailable`
+    (exit 1).  With ``partial`` the session goes on without it instead: its
+    rules, holds and floors are left out, and ``Session.unavailable`` says why
+    (a run reports those rules as failed and runs the others).
+    """
     env = os.environ if env is None else env
     if not structlog.is_configured():
         configure_logging(None)      # library use: logs still go to stderr, never stdout
-    config = load_config(config_path, env=env)
-    engines = {}
-    try:
-        for name, url in config.urls.items():
-            engines[name] = make_engine(url, config.settings)
-        catalog = Catalog(engines)
-    except Exception as e:  # connection or reflection failure: name the database, mask the URL
-        for engine in engines.values():
-            engine.dispose()
-        if isinstance(e, ConfigError):
-            raise
-        db = next((n for n in config.urls if n not in engines), None) or ", ".join(config.urls)
+    config = full = load_config(config_path, env=env)
+    engines: dict[str, Engine] = {}
+    unavailable: dict[str, str] = {}
+
+    def shown(db: str) -> tuple[str, str]:
         url = config.urls.get(db, "")
         secret = url_secret(url)
-        shown = url.replace(secret, MASK) if secret else mask_text(url)
-        if isinstance(e, SQLAlchemyError):
-            detail = redact(describe_error(e), secret)
-        else:   # the URL did not parse: the parser's message quotes pieces of it
-            detail = "the URL cannot be parsed (is a special character in the password percent-encoded?)"
-        raise ConfigError(f"cannot open database ({redact(shown, secret)}): {detail}",
-                          file=config.path, where=f"[databases.{db}]", key="url") from None
+        return redact(url.replace(secret, MASK) if secret else mask_text(url), secret), secret
+
+    def dispose() -> None:
+        for engine in engines.values():
+            engine.dispose()
+
+    for name, url in config.urls.items():
+        try:
+            engines[name] = make_engine(url, config.settings)
+        except Exception:  # the URL did not parse: the parser's message quotes pieces of it
+            dispose()
+            raise ConfigError(f"cannot open database ({shown(name)[0]}): the URL cannot be parsed (is a special "
+                              f"character in the password percent-encoded?)",
+                              file=config.path, where=f"[databases.{name}]", key="url") from None
+    for name in list(engines):
+        try:
+            with engines[name].connect() as conn:
+                conn.rollback()
+        except SQLAlchemyError as e:
+            where, secret = shown(name)
+            unavailable[name] = f"cannot reach database '{name}' ({where}): {redact(describe_error(e), secret)}"
+            engines.pop(name).dispose()
+    if unavailable and not partial:
+        dispose()
+        raise DatabaseUnavailable("; ".join(unavailable.values()))
+    if unavailable:
+        config = _without(config, set(unavailable))
+    try:
+        catalog = Catalog(engines)
+    except SQLAlchemyError as e:   # reachable, but reading its schema failed (a lock, a timeout)
+        dispose()
+        raise DatabaseUnavailable(f"cannot read the schema of {', '.join(engines)}: {mask_text(describe_error(e))}") \
+            from None
     try:
         binding = bind(config, catalog, env, need_keys=need_keys)
     except ConfigError:
-        for engine in engines.values():
-            engine.dispose()
+        dispose()
+        if unavailable:    # what is left refers to what could not be reached: judge the file when it can be
+            raise DatabaseUnavailable("; ".join(unavailable.values())) from None
         raise
     for warning in binding.warnings:
         log.warning("policy", message=warning)
     ctx = TimeContext.create(config.settings.tz, now or utcnow())
-    return Session(config, engines, binding, ctx)
+    session = Session(config, engines, binding, ctx)
+    session.unavailable, session.full_config = unavailable, full
+    return session
+
+
+class RuleUnavailable(RetentionError):
+    """A rule's database failed for a reason of the moment (lock, timeout, connection): exit 1."""
+
+
+class DatabaseUnavailable(RetentionError):
+    """A database cannot be reached or read now: a runtime failure (exit 1), not an invalid file."""
+
+
+def _without(config: Config, dbs: set[str]) -> Config:
+    """The policy without what lives in ``dbs`` (databases a run could not reach)."""
+    m = config.model
+
+    def here(ref: str) -> bool:
+        return ref.split(".", 1)[0] not in dbs
+
+    model = m.model_copy(update={
+        "databases": {k: v for k, v in m.databases.items() if k not in dbs},
+        "subjects": {k: v for k, v in m.subjects.items() if here(v.table)},
+        "rules": [r for r in m.rules if here(r.table)],
+        "tables": {k: v for k, v in m.tables.items() if here(k)},
+        "holds": [h for h in m.holds if here(h.table)],
+        "floors": [f for f in m.floors if here(f.table)],
+    })
+    return Config(model, config.path, config.sha256, {k: v for k, v in config.urls.items() if k not in dbs})
 
 
 @dataclass
@@ -106,16 +164,27 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
         return CheckResult(s.config.path, len(plans), tables, s.binding.warnings)
 
 
-def _prepare(s: Session, only: list[str] | None) -> list[RulePlan]:
+def _prepare(s: Session, only: list[str] | None, failed: dict[str, str] | None = None) -> list[RulePlan]:
     """Build the plans and prove them against the databases before any rule runs.
 
     Building compiles every predicate; the database then prepares each rule's
     SQL and the clocks' stored values are checked, so a bad file fails here,
     with exit 2, and nothing has been touched.
+
+    A check that fails for a reason of the moment (a lock or statement
+    timeout, a lost connection) says nothing about the file: with ``failed``
+    given, the rule's name and the reason are put there (the run reports that
+    rule as failed and goes on with the others); without, it raises
+    :class:`RuleUnavailable` (exit 1).
     """
     plans = build_plans(s.binding, s.ctx, only)
     for p in plans:
-        _compile_check(s, p)
+        try:
+            _compile_check(s, p)
+        except RuleUnavailable as e:
+            if failed is None:
+                raise
+            failed[p.rule.name] = str(e)
     _check_clock_values(s, plans)
     return plans
 
@@ -134,6 +203,9 @@ def _compile_check(s: Session, p: RulePlan) -> None:
             conn.rollback()
     except SQLAlchemyError as e:
         detail = describe_error(e)
+        if s.binding.catalog.impl(p.table.db).is_transient(e):
+            raise RuleUnavailable(f"rule '{p.rule.name}': the database could not check its SQL now: {detail}") \
+                from None
         if "too complex" in detail or "stack overflow" in detail or "depth" in detail:
             detail += " (the cascade under this table is too deep for the database's parser: " \
                       "set on_parent_delete = \"block\" somewhere below it)"

@@ -232,11 +232,12 @@ class Run(BatchHooks):
                 raise ConfigError(f"{self.now.isoformat()} is {_ago(ahead)} ahead of the clock: a run that changes "
                                   f"data cannot enforce ahead of time (past floors included); use `retention plan` "
                                   f"to look ahead", where="--now")
-        with self._stops(), commands.open_session(self.config_path, env=self.env, now=self.now) as session:
+        with self._stops(), commands.open_session(self.config_path, env=self.env, now=self.now,
+                                                  partial=True) as session:
             self.session = session
             structlog.contextvars.bind_contextvars(run_id=session.run_id)
             try:
-                selected = commands._select_rules(session.config, self.only)
+                selected = commands._select_rules(session.full_config or session.config, self.only)
                 store = open_store(session.config.settings.state_url, session.config.path, session.config.settings)
                 try:
                     self.subscribe(AuditTrail(AuditLog(store), audit_key(self.env), session.config))
@@ -268,8 +269,10 @@ class Run(BatchHooks):
             self.emit(RunAbandoned(self, run_id, reason))
         outcome = "failed"
         try:
-            plans = commands._prepare(s, selected)
-            self._enforce(plans, report)
+            self._unreachable(selected, report)
+            failed: dict[str, str] = {}
+            plans = commands._prepare(s, selected, failed)
+            self._enforce(plans, report, failed)
             outcome = _outcome(report)
             return report
         except ConfigError:
@@ -297,7 +300,19 @@ class Run(BatchHooks):
                 report.errors.append(str(e))
             log.info("finish", exit_code=report.exit_code, rules=len(report.rules), outcome=outcome)
 
-    def _enforce(self, plans: list[RulePlan], report: Report) -> None:
+    def _unreachable(self, selected: list[str] | None, report: Report) -> None:
+        """The rules of databases the run could not reach: failed, each naming why."""
+        s = self.session
+        report.errors.extend(s.unavailable.values())
+        for rule in (s.full_config.rules if s.unavailable else []):
+            db = rule.table.split(".", 1)[0]
+            if db in s.unavailable and rule.enabled and (not selected or rule.name in selected):
+                out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis,
+                                  status="failed", error=s.unavailable[db])
+                report.rules.append(out)
+                self.emit(RuleEnded(self, out))
+
+    def _enforce(self, plans: list[RulePlan], report: Report, failed: dict[str, str]) -> None:
         s = self.session
         opts = ExecOptions(dry_run=not self.mode.executes, allow_large=self.allow_large,
                            force_python=self.force_python, show_sql=self.show_sql,
@@ -307,6 +322,12 @@ class Run(BatchHooks):
             for plan in plans:
                 if self.stop_signal:
                     report.skipped.append(plan.rule.name)
+                    continue
+                if plan.rule.name in failed:
+                    out = RuleOutcome(rule=plan.rule.name, action=plan.rule.action, table=plan.rule.table,
+                                      basis=plan.rule.basis, status="failed", error=failed[plan.rule.name])
+                    report.rules.append(out)
+                    self.emit(RuleEnded(self, out))
                     continue
                 out = execute_rule(txs[plan.table.db], plan, s.config.settings, s.ctx, opts, hooks=self)
                 if not self.mode.executes:

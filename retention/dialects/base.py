@@ -69,6 +69,25 @@ class DialectImpl:
         """
         return True
 
+    #: SQLSTATE classes and codes of failures of the moment, not of the statement: connection
+    #: (08), resources (53), lock not available (55P03), cancelled by statement_timeout (57014),
+    #: shutdown (57P), deadlock or serialization (40), login refused (28), missing privilege (42501)
+    transient_states: ClassVar[tuple[str, ...]] = ("08", "53", "55P03", "57014", "57P", "40", "28", "42501")
+    #: the same, for drivers without SQLSTATEs: words of their messages
+    transient_words: ClassVar[tuple[str, ...]] = ()
+
+    def is_transient(self, e: Exception) -> bool:
+        """Whether a database error says something about the moment (a lock, a timeout, the
+        connection, a privilege) rather than about the statement: a runtime failure, exit 1."""
+        if getattr(e, "connection_invalidated", False):
+            return True
+        orig = getattr(e, "orig", None) or e
+        code = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+        if code and code.startswith(self.transient_states):
+            return True
+        text = str(orig).lower()
+        return any(word in text for word in self.transient_words)
+
     def malformed_clock(self, col, date_only: bool):
         """A predicate matching clock values the engine would compare wrongly, or None.
 

@@ -20,6 +20,8 @@ _BEGIN_MODE = "retention_begin"
 class SQLiteImpl(DialectImpl):
     name: ClassVar[str] = "sqlite"
     max_bind_params = 30000   # SQLite >= 3.32 allows 32766 per statement
+    transient_words = ("database is locked", "database table is locked", "unable to open database",
+                       "disk i/o error", "interrupted")
 
     def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
         # SQLite has no repeat(): zeroblob(n) is n zero bytes, hex() makes that "00" n times
