@@ -94,8 +94,8 @@ def _writable(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def report_options(f):
-    f = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-                     help="Report format.")(f)
+    f = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                     help="Report format (default: from --out's extension, .json or .md; else text).")(f)
     f = click.option("--out", "out", type=click.Path(dir_okay=False), default=None, callback=_writable,
                      help="Write the report to FILE instead of stdout.")(f)
     f = click.option("--sql", "show_sql", is_flag=True, help="Show the statements each rule runs.")(f)
@@ -105,6 +105,14 @@ def report_options(f):
     f = click.option("--allow-large", "allow_large", is_flag=True,
                      help="Let rules touch more rows than their guard allows.")(f)
     return f
+
+
+def _format(fmt: str | None, out: str | None) -> str:
+    """--format, else what --out's name says (plan.json is JSON: the plan ``run --plan`` applies)."""
+    if fmt:
+        return fmt
+    suffix = Path(out).suffix.lower() if out else ""
+    return {".json": "json", ".md": "markdown"}.get(suffix, "text")
 
 
 def _emit(text: str, out: str | None) -> None:
@@ -131,19 +139,25 @@ def plan(opts, fmt, out, show_sql, simulate, allow_large) -> None:
     """The dry-run report: what a run would touch, protect and cascade."""
     report = commands.plan(opts["config"], only=opts["only"], now=opts["now"],
                            allow_large=allow_large, show_sql=show_sql, simulate=simulate)
-    _emit(render(report, fmt), out)
+    _emit(render(report, _format(fmt, out)), out)
     sys.exit(report.exit_code)
 
 
 @cli.command()
 @click.option("--dry-run", "dry_run", is_flag=True, help="Report what would be done; change nothing.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False), default=None, metavar="PLAN.json",
+              help="Apply this reviewed plan exactly (written by `retention plan --out plan.json`).")
+@click.option("--max-drift", "max_drift", default=None, metavar="N|P%",
+              help="With --plan: how many more rows (or percent) a rule may have to touch than the plan "
+                   "counted before it is refused (default 0).")
 @report_options
 @global_options
-def run(opts, dry_run, fmt, out, show_sql, simulate, allow_large) -> None:
+def run(opts, dry_run, plan_file, max_drift, fmt, out, show_sql, simulate, allow_large) -> None:
     """Enforce the policy (or report, with --dry-run)."""
     report = commands.run(opts["config"], dry_run=dry_run, only=opts["only"], now=opts["now"],
-                          allow_large=allow_large, show_sql=show_sql, simulate=simulate)
-    _emit(render(report, fmt), out)
+                          allow_large=allow_large, show_sql=show_sql, simulate=simulate,
+                          plan_file=plan_file, max_drift=max_drift)
+    _emit(render(report, _format(fmt, out)), out)
     sys.exit(report.exit_code)
 
 
@@ -160,6 +174,7 @@ def demo(opts, url, seed, fmt, out, show_sql, simulate, allow_large) -> None:
     """
     counts, report = commands.demo(opts["config"], url=url, now=opts["now"], seed=seed, only=opts["only"],
                                    show_sql=show_sql, allow_large=allow_large)
+    fmt = _format(fmt, out)
     click.echo(f"demo shop built at {mask_text(url)}: " + ", ".join(f"{t} {n}" for t, n in counts.items()),
                err=True)
     _emit(render(report, fmt), out)

@@ -260,7 +260,7 @@ def _select_rules(config: Config, only: list[str] | None) -> list[str] | None:
 def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str] | None = None,
         now: datetime | None = None, allow_large: bool = False, show_sql: bool = False,
         env: Mapping[str, str] | None = None, force_python: bool = False,
-        simulate: bool = False) -> Report:
+        simulate: bool = False, plan_file: str | None = None, max_drift: str | None = None) -> Report:
     """Enforce the policy (or, with ``dry_run``, report what enforcing would do).
 
     A failing rule does not stop the others; the report says which failed and
@@ -275,9 +275,25 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
     The run's life (lock, audit log, stops) is :class:`retention.runtime.Run`;
     this function picks its mode.  A run or simulation raises ``LockHeld``
     when another holds the lock.
+
+    ``plan_file`` applies a reviewed plan (:mod:`retention.planfile`): its
+    ``now`` and rules, at most the rows it counted per rule, ``max_drift``
+    (rows, or "P%") more at most before a rule is refused.
     """
+    from retention.planfile import load
     from retention.runtime import Run, mode_for
-    mode = mode_for(dry_run=dry_run, simulate=simulate)
+    reviewed = None
+    if plan_file:
+        reviewed = load(plan_file, max_drift)
+        if now is not None and (now if now.tzinfo else now.replace(tzinfo=reviewed.now.tzinfo)) != reviewed.now:
+            raise ConfigError(f"--now {now.isoformat()} is not the plan's now ({reviewed.doc['now']}): a reviewed "
+                              f"plan is applied at the moment it was made for", file=plan_file, where="--now")
+        if only and sorted(only) != sorted(reviewed.doc["only"]):
+            raise ConfigError("--only differs from the rules the plan was made for", file=plan_file, where="--only")
+        now, only = reviewed.now, reviewed.doc["only"] or None
+    elif max_drift is not None:
+        raise ConfigError("--max-drift only applies with --plan", where="--max-drift")
+    mode = mode_for(dry_run=dry_run, simulate=simulate, reviewed=reviewed)
     return Run(config_path, mode, only=only, now=now, allow_large=allow_large, show_sql=show_sql, env=env,
                force_python=force_python).execute()
 

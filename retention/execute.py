@@ -62,6 +62,9 @@ class BatchHooks:
     def stop_requested(self) -> bool:
         return False
 
+    def counted(self, plan: RulePlan, out: RuleOutcome) -> None:
+        """The rule is counted and guarded, nothing touched yet: a reviewed plan may refuse or cap it here."""
+
     def before_commit(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
         """The batch's statements ran; it commits when this returns."""
 
@@ -278,6 +281,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
         guard_state(out, plan, opts.allow_large)
+        if hooks is not None:
+            hooks.counted(plan, out)
         if opts.show_sql:
             out.statements = statements(engine, plan, opts)
         if not opts.dry_run and out.status == "ok":

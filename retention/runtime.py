@@ -46,6 +46,7 @@ from retention.errors import ConfigError, RetentionError
 from retention.execute import BatchHooks, ExecOptions, describe_error, execute_rule
 from retention.locks import RunLock, hostname
 from retention.plan import RulePlan
+from retention.planfile import ReviewedPlan, document
 from retention.report.model import Report, RuleOutcome
 from retention.state import open_store
 from retention.timectx import utcnow
@@ -69,6 +70,12 @@ class Mode:
 
     def transactions(self, engine) -> Transactions:
         return Transactions(engine)
+
+    def prepare(self, run: "Run", plans: list[RulePlan]) -> None:
+        """The rules are built and checked, nothing counted yet."""
+
+    def counted(self, plan: RulePlan, out: RuleOutcome) -> None:
+        """A rule is counted and guarded, nothing touched yet (see BatchHooks.counted)."""
 
 
 MODES: dict[str, type[Mode]] = {}
@@ -106,8 +113,29 @@ class Enforce(Mode):
     executes = commits = takes_lock = True
 
 
-def mode_for(*, dry_run: bool = False, simulate: bool = False) -> Mode:
+@register
+class ApplyPlan(Enforce):
+    """Enforce a reviewed plan exactly: its ``now``, its rules, at most the rows it counted."""
+
+    name = "apply"
+
+    def __init__(self, reviewed: ReviewedPlan) -> None:
+        self.reviewed = reviewed
+
+    def prepare(self, run: "Run", plans: list[RulePlan]) -> None:
+        self.reviewed.check_rules(plans, {db: e.dialect for db, e in run.session.engines.items()})
+
+    def counted(self, plan: RulePlan, out: RuleOutcome) -> None:
+        self.reviewed.limit(plan, out)
+
+
+def mode_for(*, dry_run: bool = False, simulate: bool = False, reviewed: ReviewedPlan | None = None) -> Mode:
     """The mode the flags of ``commands.run`` name."""
+    if reviewed is not None:
+        if dry_run or simulate:
+            raise ConfigError("--plan applies a reviewed plan: it cannot be combined with --dry-run or --simulate",
+                              where="--plan")
+        return MODES["apply"](reviewed)
     if simulate:
         return MODES["simulation"]()
     return MODES["dry-run" if dry_run else "run"]()
@@ -216,6 +244,9 @@ class Run(BatchHooks):
     def stop_requested(self) -> bool:
         return self.stop_signal is not None
 
+    def counted(self, plan, out) -> None:
+        self.mode.counted(plan, out)
+
     def before_commit(self, plan, batch, lo, hi, touched, cascaded) -> None:
         self.emit(BatchIntent(self, plan, batch, lo, hi, touched, dict(cascaded)))
 
@@ -264,6 +295,8 @@ class Run(BatchHooks):
         log.info("start", mode=self.mode.name, config=s.config.path, sha256=s.config.sha256[:12],
                  now=s.ctx.now.isoformat())
         # the audit entry comes first: a run that cannot write it touches nothing
+        if isinstance(self.mode, ApplyPlan):
+            self.mode.reviewed.check_policy(s.config)
         self.emit(RunStarted(self))
         for run_id, reason in (lock.abandoned if lock else []):
             self.emit(RunAbandoned(self, run_id, reason))
@@ -272,7 +305,12 @@ class Run(BatchHooks):
             self._unreachable(selected, report)
             failed: dict[str, str] = {}
             plans = commands._prepare(s, selected, failed)
+            self.mode.prepare(self, plans)
             self._enforce(plans, report, failed)
+            if not self.mode.commits:
+                report.plan = document(report, plans, {db: e.dialect for db, e in s.engines.items()}, selected)
+            elif isinstance(self.mode, ApplyPlan):
+                report.plan = {"path": self.mode.reviewed.path, "sha256": self.mode.reviewed.sha256}
             outcome = _outcome(report)
             return report
         except ConfigError:
@@ -487,7 +525,8 @@ class AuditTrail:
         self._append(r, "run-started", {
             "mode": r.mode.name, "policy_path": r.config.path, "policy_sha256": r.config.sha256,
             "now": r.session.ctx.now.isoformat(), "user": r.user, "host": r.host, "pid": os.getpid(),
-            "only": list(r.only or []), "allow_large": r.allow_large})
+            "only": list(r.only or []), "allow_large": r.allow_large,
+            **({"plan_sha256": r.mode.reviewed.sha256} if isinstance(r.mode, ApplyPlan) else {})})
 
     def _RunAbandoned(self, e: RunAbandoned) -> None:
         self._append(e.run, "run-abandoned", {"reason": e.reason, "found_by": e.run.run_id},

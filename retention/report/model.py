@@ -108,6 +108,8 @@ class Report:
     #: the audit log's head after this run's last entry: (seq, SHA-256); see ``retention audit verify --head``
     audit_seq: int = 0
     audit_head: str | None = None
+    #: dry runs: the plan ``retention run --plan`` can apply (retention.planfile); a run: the plan it applied
+    plan: dict | None = None
 
     @property
     def exit_code(self) -> int:
@@ -115,7 +117,7 @@ class Report:
             return 130 if self.interrupted == "SIGINT" else 143
         if self.errors or any(r.status == "failed" for r in self.rules):
             return 1
-        if any(r.status == "guard_tripped" for r in self.rules):
+        if any(r.status in ("guard_tripped", "plan_drifted") for r in self.rules):
             return 3
         return 0
 
@@ -145,4 +147,5 @@ class Report:
             "errors": list(self.errors),
             "audit": {"seq": self.audit_seq, "head": self.audit_head},
             "exit_code": self.exit_code,
+            **({"plan": self.plan} if self.plan is not None else {}),
         }

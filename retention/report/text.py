@@ -36,7 +36,8 @@ import unicodedata
 from retention.log import mask_url
 from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
 
-STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "interrupted": "INTERRUPTED"}
+STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "interrupted": "INTERRUPTED",
+                "plan_drifted": "PLAN DRIFTED"}
 
 
 # -- width-aware alignment ---------------------------------------------------
@@ -158,6 +159,10 @@ def exit_summary(report: Report) -> str:
     parts.extend(clean(e) for e in report.errors)
     if failed:
         parts.append(f"{_n(len(failed), 'rule')} failed ({', '.join(failed)})")
+    drifted = [r.rule for r in report.rules if r.status == "plan_drifted"]
+    if drifted:
+        parts.append(f"more to touch than the reviewed plan counted on {', '.join(drifted)}: "
+                     "nothing touched there; review a new plan")
     if tripped:
         parts.append(f"guard tripped on {', '.join(tripped)}: "
                      "re-run with --allow-large if this is intended")
