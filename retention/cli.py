@@ -250,5 +250,24 @@ def audit_show(opts, run_id, since, fmt) -> None:
         click.echo(f"{e.seq:>6}  {e.at}  {e.run_id}  {e.kind:<16} {json.dumps(e.body, sort_keys=True)}")
 
 
+@cli.group()
+def backups() -> None:
+    """Backup sets ([[backups]]): rotation."""
+
+
+@backups.command("rotate")
+@click.option("--dry-run", "dry_run", is_flag=True, help="List what would be kept and removed; remove nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@global_options
+def backups_rotate(opts, dry_run, fmt) -> None:
+    """Keep and remove backups per their policy (restic forget semantics, max_age, max_gap).
+
+    --only names backup sets here.
+    """
+    report = commands.backups_rotate(opts["config"], dry_run=dry_run, now=opts["now"], only=opts["only"])
+    _emit(json.dumps(report.to_dict(), indent=2) if fmt == "json" else report.render_text(), None)
+    sys.exit(report.exit_code)
+
+
 def main() -> None:
     cli(prog_name="retention")

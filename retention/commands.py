@@ -158,10 +158,11 @@ class CheckResult:
 
 def check(config_path: str | None = None, *, env: Mapping[str, str] | None = None) -> CheckResult:
     """Validate the file and bind it to the live schemas; touch no data."""
+    from retention.backups import policy_warnings
     with open_session(config_path, env=env) as s:
         tables = sorted({r.table for r in s.config.rules})
         plans = _prepare(s, None)
-        return CheckResult(s.config.path, len(plans), tables, s.binding.warnings)
+        return CheckResult(s.config.path, len(plans), tables, s.binding.warnings + policy_warnings(s.config))
 
 
 def _prepare(s: Session, only: list[str] | None, failed: dict[str, str] | None = None) -> list[RulePlan]:
@@ -319,6 +320,24 @@ def plan(config_path: str | None = None, **kwargs) -> Report:
     return run(config_path, dry_run=True, **kwargs)
 
 
+def backups_rotate(config_path: str | None = None, *, dry_run: bool = False, now: datetime | None = None,
+                   only: list[str] | None = None, env: Mapping[str, str] | None = None):
+    """Rotate the ``[[backups]]`` sets (or only those named): list kept and removed, then remove.
+
+    Needs no database.  Returns a :class:`retention.backups.RotationReport`;
+    its ``exit_code`` is 1 when a store failed, 3 when a set was refused
+    (``max_gap``, or the last backup), else 0.
+    """
+    from retention.backups import rotate
+    if not structlog.is_configured():
+        configure_logging(None)
+    config = load_config(config_path, env=os.environ if env is None else env)
+    moment = now or utcnow()
+    if moment.tzinfo is None:        # a naive --now is read in the policy's zone, like naive clocks
+        moment = moment.replace(tzinfo=config.settings.tz)
+    return rotate(config, now=moment, dry_run=dry_run, names=only)
+
+
 DEMO_URL = "sqlite:///retention-demo.db"
 DEMO_HASH_KEY = "retention-demo-key-not-secret"
 
@@ -326,6 +345,10 @@ DEMO_HASH_KEY = "retention-demo-key-not-secret"
 def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime | None = None,
          seed: int = 7, env: Mapping[str, str] | None = None, **plan_options) -> tuple[dict[str, int], Report]:
     """Build the demo shop at ``url`` and return its row counts and the dry-run report.
+
+    A year of nightly dumps is also written to ``retention-demo-backups/`` in the
+    current directory (beside the default demo database), the root policy's
+    ``[[backups]]`` set.
 
     The policy's ``shop`` database is pointed at ``url`` for this call only.  A
     throwaway hash key is used when ``RETENTION_HASH_KEY`` is not set, so the
@@ -347,6 +370,10 @@ def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime |
     except SQLAlchemyError as e:
         raise ConfigError(f"cannot build the demo at {mask_text(url)}: {mask_text(describe_error(e))}",
                           where="--url") from None
+    from retention.backups.demo import DEMO_BACKUPS, create_demo_backups
+    dumps = create_demo_backups(DEMO_BACKUPS, now=moment)
+    log.info("demo_backups", directory=DEMO_BACKUPS, dumps=len(dumps),
+             message="try: retention backups rotate --dry-run")
     return counts, plan(config_path, now=moment, env=env, **plan_options)
 
 

@@ -238,6 +238,8 @@ class RecipientConfig(_Model):
 
 
 class BackupConfig(_Model):
+    """``[[backups]]``: a backup store and its rotation (see :mod:`retention.backups`)."""
+
     name: str
     location: str
     pattern: str | None = None
@@ -255,7 +257,15 @@ class BackupConfig(_Model):
     keep_within_yearly: DurationField | None = None
     keep_tags: list[list[str]] | None = None
     max_age: DurationField | None = None
+    max_gap: DurationField | None = None
     anchor: Literal["now", "latest"] = "now"
+
+    @field_validator("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+    @classmethod
+    def _count(cls, v: int | None) -> int | None:
+        if v is not None and v < -1:
+            raise ValueError(f"{v} is not a count: write a number of backups, 0 for none or -1 for all")
+        return v
 
 
 class PolicyFile(_Model):
@@ -446,6 +456,41 @@ def where_sql_problem(text: str) -> str | None:
     return "an unclosed '('" if depth else None
 
 
+def backup_problems(backup: BackupConfig) -> list[tuple[str, str]]:
+    """(key, message) for each problem a ``[[backups]]`` entry has beyond its types."""
+    from retention.backups.naming import PatternError, compile_pattern
+    from retention.backups.policy import Policy
+
+    problems = []
+    if Policy.from_config(backup).is_empty():
+        problems.append(("keep_*", "no keep_* key is set: this policy would remove every backup; set at least "
+                                   "one of keep_last, keep_hourly .. keep_yearly, keep_within*, keep_tags"))
+    location = backup.location.strip()
+    if not location:
+        problems.append(("location", "an empty location; write a directory or s3://bucket/prefix"))
+    elif location.startswith("s3://"):
+        if not location[len("s3://"):].partition("/")[0]:
+            problems.append(("location", f"'{location}' names no bucket; write s3://bucket/prefix"))
+    elif "://" in location:
+        problems.append(("location", f"'{location}': a location is a directory or s3://bucket/prefix"))
+    if backup.pattern is not None:
+        try:
+            compile_pattern(backup.pattern)
+        except PatternError as e:
+            problems.append(("pattern", str(e)))
+    if backup.keep_tags is not None:
+        if not location.startswith("s3://"):
+            problems.append(("keep_tags", "a local directory has no tags; keep_tags needs an s3:// location "
+                                          "(object tags)"))
+        if any(not tag_set for tag_set in backup.keep_tags):
+            problems.append(("keep_tags", "an empty tag set would keep every backup; list at least one tag"))
+    for key in ("max_age", "max_gap"):
+        span = getattr(backup, key)
+        if span is not None and not (span.months or span.days or span.seconds):
+            problems.append((key, f"{key} must be longer than zero"))
+    return problems
+
+
 def split_table(ref: str) -> tuple[str, str]:
     """``"shop.users"`` -> ``("shop", "users")``."""
     db, _, table = ref.partition(".")
@@ -507,6 +552,9 @@ def _cross_check(model: PolicyFile, path: str) -> None:
             names.add(item.name)
             if hasattr(item, "table"):
                 check_table(item.table, where)
+            if kind == "backup":
+                for key, message in backup_problems(item):
+                    err(message, where, key)
             subject = getattr(item, "subject", None)
             if subject is not None and subject not in model.subjects:
                 known = ", ".join(sorted(model.subjects)) or "none"
