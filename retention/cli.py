@@ -269,5 +269,33 @@ def backups_rotate(opts, dry_run, fmt) -> None:
     sys.exit(report.exit_code)
 
 
+@cli.group()
+def request() -> None:
+    """File an erasure request ([[requests]])."""
+
+
+@request.command("erase")
+@click.argument("target", metavar="SUBJECT:KEY")
+@click.option("--reason", default=None, help="Why (kept with the request where the queue has a reason column).")
+@click.option("--queue", default=None, metavar="NAME", help="The [[requests]] entry, when several take the subject.")
+@global_options
+def request_erase(opts, target, reason, queue) -> None:
+    """File a request to erase everything about SUBJECT:KEY (e.g. customer:42); the next run fulfils it."""
+    from retention.requests.commands import file_request
+    item = file_request(opts["config"], target, reason=reason, queue=queue, now=opts["now"])
+    click.echo(f"filed {item['request']} for {target}: deadline {item['deadline']} ({item['days_left']} days)")
+
+
+@cli.command("requests")
+@click.option("--outbox", "show_outbox", is_flag=True, help="Also list the recipients' undelivered notifications.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@global_options
+def requests_list(opts, show_outbox, fmt) -> None:
+    """Erasure requests with received date, deadline, days left, status; the ledger; the outbox."""
+    from retention.requests.commands import list_requests, render_listing
+    data = list_requests(opts["config"], now=opts["now"], outbox=show_outbox)
+    _emit(json.dumps(data, indent=2, default=str) + "\n" if fmt == "json" else render_listing(data), None)
+
+
 def main() -> None:
     cli(prog_name="retention")

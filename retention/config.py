@@ -233,8 +233,18 @@ class RequestConfig(_Model):
 
 
 class RecipientConfig(_Model):
+    """``[[recipients]]``: who is told of each erasure (see :mod:`retention.recipients`)."""
+
     name: str
     url: str
+    timeout: DurationField = parse_duration("10s")     # one attempt's bound; failures retry on later runs
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("give an http:// or https:// URL")
+        return v
 
 
 class BackupConfig(_Model):

@@ -425,6 +425,16 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
     return total
 
 
+def apply_batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
+                rng: sa.ColumnElement, cascaded: dict) -> int:
+    """Run one batch of ``plan`` over the rows ``rng`` selects, in the caller's transaction.
+
+    The one statement path for every operation: rules batch by batch, erasure
+    requests and replays subject by subject (:mod:`retention.requests.erase`).
+    """
+    return _batch(conn, plan, ctx, opts, rng, cascaded)
+
+
 def _locks_parents(plan: RulePlan) -> bool:
     """Deletes that touch other tables' rows, or that children may block, lock their keys first."""
     return bool(plan.cascade) or any(p.kind == "children" for p in plan.protectors)

@@ -44,9 +44,11 @@ from retention.config import Config
 from retention.dialects.base import duration_ms
 from retention.errors import ConfigError, RetentionError
 from retention.execute import BatchHooks, ExecOptions, describe_error, execute_rule
+from retention.ledger import LedgerWriter
 from retention.locks import RunLock, hostname
 from retention.plan import RulePlan
 from retention.planfile import ReviewedPlan, document
+from retention.requests.fulfil import fulfil as fulfil_requests
 from retention.report.model import Report, RuleOutcome
 from retention.state import open_store
 from retention.timectx import utcnow
@@ -272,6 +274,9 @@ class Run(BatchHooks):
                 store = open_store(session.config.settings.state_url, session.config.path, session.config.settings)
                 try:
                     self.subscribe(AuditTrail(AuditLog(store), audit_key(self.env), session.config))
+                    self.ledger = LedgerWriter(store, session.config, session.ctx.now)
+                    self.subscribe(self.ledger)
+                    self.store = store
                     self._watch_connections([*session.engines.values(), store.engine])
                     lock = RunLock(store, session.engines, session.run_id) if self.mode.takes_lock else None
                     if lock:
@@ -307,6 +312,8 @@ class Run(BatchHooks):
             plans = commands._prepare(s, selected, failed)
             self.mode.prepare(self, plans)
             self._enforce(plans, report, failed)
+            fulfil_requests(self, self.store, report)
+            report.ledger = [e.to_dict() for e in self.ledger.written]
             if not self.mode.commits:
                 report.plan = document(report, plans, {db: e.dialect for db, e in s.engines.items()}, selected)
             elif isinstance(self.mode, ApplyPlan):

@@ -110,6 +110,21 @@ class Report:
     audit_head: str | None = None
     #: dry runs: the plan ``retention run --plan`` can apply (retention.planfile); a run: the plan it applied
     plan: dict | None = None
+    #: erasure requests (retention.requests.fulfil.describe): deadline, urgency, what was erased or protected
+    requests: list[dict] = field(default_factory=list)
+    #: ledger entries this run wrote (retention.ledger.LedgerEntry.to_dict)
+    ledger: list[dict] = field(default_factory=list)
+    #: a run's delivery round to the recipients (retention.recipients.Delivery.to_dict)
+    notifications: dict | None = None
+
+    def requests_summary(self) -> dict:
+        """Counts over ``requests``: open, overdue, due within 3 days, done and partial."""
+        return {"total": len(self.requests),
+                "open": sum(r["status"] in ("pending", "partial") for r in self.requests),
+                "overdue": sum(r["urgency"] == "overdue" for r in self.requests),
+                "due_soon": sum(r["urgency"] == "due_soon" for r in self.requests),
+                "partial": sum(r["status"] == "partial" for r in self.requests),
+                "failed": sum(bool(r.get("error")) for r in self.requests)}
 
     @property
     def exit_code(self) -> int:
@@ -148,4 +163,6 @@ class Report:
             "audit": {"seq": self.audit_seq, "head": self.audit_head},
             "exit_code": self.exit_code,
             **({"plan": self.plan} if self.plan is not None else {}),
+            "requests": {**self.requests_summary(), "items": list(self.requests), "ledger": list(self.ledger),
+                         "notifications": self.notifications},
         }

@@ -166,6 +166,9 @@ def exit_summary(report: Report) -> str:
     if tripped:
         parts.append(f"guard tripped on {', '.join(tripped)}: "
                      "re-run with --allow-large if this is intended")
+    rq = report.requests_summary()
+    if rq["overdue"] or rq["due_soon"]:
+        parts.append(f"erasure requests: {rq['overdue']} overdue, {rq['due_soon']} due within 3 days")
     if not parts:
         parts.append("success" + (" (dry run: nothing was changed)" if report.dry_run else ""))
     return f"exit {code}: " + "; ".join(parts)
@@ -281,5 +284,41 @@ def render_text(report: Report) -> str:
                 body = clean(statement).rstrip().rstrip(";") + ";"
                 lines += [f"    {line}" for line in body.splitlines()]
 
+    lines += render_requests(report)
     lines += ["", totals_summary(report), exit_summary(report)]
     return "\n".join(lines) + "\n"
+
+
+_URGENCY = {"overdue": "OVERDUE", "due_soon": "DUE SOON"}
+
+
+def render_requests(report: Report) -> list[str]:
+    """The erasure requests, the ledger entries this run wrote, the recipients' delivery."""
+    if not report.requests and not report.ledger and not report.notifications:
+        return []
+    rq = report.requests_summary()
+    lines = ["", f"erasure requests: {rq['open']} open, {rq['overdue']} overdue, {rq['due_soon']} due within "
+                 f"3 days, {rq['partial']} partial"]
+    if report.requests:
+        rows = [[r["request"], r["subject_hash"] or "(gone)", r["received_at"][:10], r["deadline"][:10],
+                 "" if r["days_left"] is None else str(r["days_left"]), r["status"],
+                 _URGENCY.get(r["urgency"] or "", "")] for r in report.requests]
+        lines += format_table(["request", "subject", "received", "deadline", "days left", "status", ""], rows,
+                              numeric={4})
+    for r in report.requests:
+        for p in r["protected"]:
+            until = f" until {p['until'][:10]}" if p.get("until") else (" until released" if p["kind"] == "hold"
+                                                                        else "")
+            lines.append(f"  {r['request']}: {p['rows']} row(s) of {p['table']} kept by {p['kind']} "
+                         f"'{p['name']}'{until}" + (f", {p['restricted']} restricted" if p.get("restricted") else ""))
+        if r.get("error"):
+            lines.append(f"  {r['request']}: error: {clean(r['error'])}")
+    for e in report.ledger:
+        gone = e["gone_by"][:10] if e["gone_by"] else f"no provable date ({e['gone_by_reason']})"
+        lines.append(f"  ledger {e['id']}: {e['request']} {e['status']}, "
+                     f"{sum(e['tables'].values())} rows in {len(e['tables'])} table(s); gone from backups by {gone}")
+    if report.notifications:
+        n = report.notifications
+        lines.append(f"  recipients: {n['delivered']} delivered, {n['failed']} failed, {n['pending']} in the outbox")
+        lines += [f"    {clean(err)}" for err in n["errors"]]
+    return lines

@@ -27,6 +27,7 @@ def _create(*names: str) -> Callable[[Connection], None]:
 #: index i holds the step to version i + 1
 STEPS: list[Callable[[Connection], None]] = [
     _create("retention_leases", "retention_audit"),                    # 1: run leases, audit log
+    _create("retention_requests", "retention_ledger", "retention_outbox"),   # 2: requests, ledger, outbox
 ]
 
 #: the version this code writes and understands
