@@ -297,5 +297,21 @@ def requests_list(opts, show_outbox, fmt) -> None:
     _emit(json.dumps(data, indent=2, default=str) + "\n" if fmt == "json" else render_listing(data), None)
 
 
+@cli.command()
+@click.option("--backup-time", "backup_time", default=None, metavar="TIME",
+              help="When the restored backup was taken (ISO 8601).")
+@click.option("--backup", "backup_name", default=None, metavar="NAME",
+              help="The restored backup's name: its time is read from the [[backups]] inventory.")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Show what would be erased again; change nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@global_options
+def replay(opts, backup_time, backup_name, dry_run, fmt) -> None:
+    """After a restore: erase again every subject the ledger erased after the backup was taken."""
+    from retention.replay import replay as run_replay
+    when = _parse_since(backup_time) if backup_time else None
+    result = run_replay(opts["config"], backup_time=when, backup=backup_name, dry_run=dry_run)
+    _emit(json.dumps(result.to_dict(), indent=2) + "\n" if fmt == "json" else result.render_text(), None)
+
+
 def main() -> None:
     cli(prog_name="retention")
