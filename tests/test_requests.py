@@ -208,3 +208,20 @@ def test_bad_targets_are_refused_and_change_nothing(sqlite_shop):
     assert list_requests(policy, now=T0, env=HASH_ENV)["requests"] == []
     result = CliRunner().invoke(cli.cli, ["-c", policy, "request", "erase", "customer:99"], env=HASH_ENV)
     assert result.exit_code == 2
+
+
+def test_the_demo_reports_requests_and_notifications(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from retention import commands
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1] / "policies.toml"
+    _counts, report = commands.demo(str(root), url=f"sqlite:///{tmp_path / 'demo.db'}",
+                                    now=datetime(2026, 3, 15, 9, 30, tzinfo=timezone.utc),
+                                    env={"RETENTION_HASH_KEY": "demo-test"})
+    rq = report.to_dict()["requests"]
+    assert rq["open"] >= 3 and rq["overdue"] >= 1
+    held = [r for r in rq["items"] if any(p["kind"] == "hold" for p in r["protected"])]
+    assert held and held[0]["status"] == "partial"
+    assert rq["notifications"]["would_send"] >= 1
+    assert "erasure requests:" in cli_text(report)

@@ -166,11 +166,11 @@ def exit_summary(report: Report) -> str:
     if tripped:
         parts.append(f"guard tripped on {', '.join(tripped)}: "
                      "re-run with --allow-large if this is intended")
+    if not parts:
+        parts.append("success" + (" (dry run: nothing was changed)" if report.dry_run else ""))
     rq = report.requests_summary()
     if rq["overdue"] or rq["due_soon"]:
         parts.append(f"erasure requests: {rq['overdue']} overdue, {rq['due_soon']} due within 3 days")
-    if not parts:
-        parts.append("success" + (" (dry run: nothing was changed)" if report.dry_run else ""))
     return f"exit {code}: " + "; ".join(parts)
 
 
@@ -306,6 +306,9 @@ def render_requests(report: Report) -> list[str]:
         lines += format_table(["request", "subject", "received", "deadline", "days left", "status", ""], rows,
                               numeric={4})
     for r in report.requests:
+        if r["erased"]:
+            verb = "would erase" if report.dry_run else "erased"
+            lines.append(f"  {r['request']}: {verb} " + ", ".join(f"{t} {n}" for t, n in sorted(r["erased"].items())))
         for p in r["protected"]:
             until = f" until {p['until'][:10]}" if p.get("until") else (" until released" if p["kind"] == "hold"
                                                                         else "")
@@ -319,6 +322,11 @@ def render_requests(report: Report) -> list[str]:
                      f"{sum(e['tables'].values())} rows in {len(e['tables'])} table(s); gone from backups by {gone}")
     if report.notifications:
         n = report.notifications
-        lines.append(f"  recipients: {n['delivered']} delivered, {n['failed']} failed, {n['pending']} in the outbox")
+        if "would_send" in n:
+            lines.append(f"  recipients: {n['would_send']} notification(s) a run would send; "
+                         f"{n['pending']} waiting in the outbox")
+        else:
+            lines.append(f"  recipients: {n['delivered']} delivered, {n['failed']} failed, "
+                         f"{n['pending']} in the outbox")
         lines += [f"    {clean(err)}" for err in n["errors"]]
     return lines

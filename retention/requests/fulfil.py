@@ -1,8 +1,11 @@
 """Each run fulfils the open erasure requests, one subject per transaction.
 
-Called by :class:`retention.runtime.Run` after the rules.  A dry run or a
-simulation lists the requests with their deadlines and touches nothing; a
-``run`` erases each open request's subject (:mod:`retention.requests.erase`),
+Called by :class:`retention.runtime.Run` after the rules.  A dry run lists
+the requests with their deadlines and touches nothing; a simulation also
+erases each open request's subject in a transaction it rolls back (exact
+numbers, no ledger entry, nothing sent; it sees the data as it was before the
+rules, whose own simulated transactions are rolled back first); a ``run``
+erases each open request's subject (:mod:`retention.requests.erase`),
 sets the request ``done`` or ``partial`` (in the same transaction when the
 queue is the application's own table), emits
 :class:`~retention.ledger.SubjectErased` (the ledger and the recipients'
@@ -65,7 +68,8 @@ def fulfil(run, store, report) -> None:
     cfg = s.config
     now = s.ctx.now
     key = audit_key(run.env)
-    executes = run.mode.name == "run" and not run.stop_signal
+    executes = run.mode.name in ("run", "simulation") and not run.stop_signal
+    commits = run.mode.name == "run"
     check_requests(s.binding)
     for req in cfg.model.requests:
         db = cfg.model.subjects[req.subject].table.split(".", 1)[0]
@@ -90,31 +94,45 @@ def fulfil(run, store, report) -> None:
                 report.errors.append(f"request {row.ref}: {item['error']}")
                 continue
             try:
-                _fulfil_one(run, store, req, row, item, key)
+                _fulfil_one(run, store, req, row, item, key, commits)
             except ConfigError:
                 raise
             except (SQLAlchemyError, RetentionError) as e:
                 from retention.execute import describe_error
                 item["error"] = describe_error(e) if isinstance(e, SQLAlchemyError) else str(e)
                 report.errors.append(f"request {row.ref}: {item['error']} (rolled back; tried again next run)")
-    if executes:
+    if commits:
         from retention.recipients import deliver
         report.notifications = deliver(store, cfg, now).to_dict()
+    elif executes and cfg.model.recipients:
+        from retention.recipients import outbox
+        would = sum(1 for r in report.requests if r["erased"] or r["status"] == "done") * len(cfg.model.recipients)
+        report.notifications = {"delivered": 0, "failed": 0, "pending": len(outbox(store)), "errors": [],
+                                "would_send": would}
 
 
-def _fulfil_one(run, store, req, row: Q.RequestRow, item: dict, key: bytes) -> None:
+def _fulfil_one(run, store, req, row: Q.RequestRow, item: dict, key: bytes, commits: bool) -> None:
     s = run.session
     subject_key = typed_key(s.binding, req.subject, row.key)
     subject_hash = keyed(key, subject_key)
     op = build_subject_op(s.binding, s.ctx, req, subject_key)
-    with s.engines[op.db].begin() as conn:
-        erasure = erase(conn, s.binding, s.ctx, op)
-        if not Q.is_state_queue(req) and erasure.status != row.status:
-            Q.mark_app(conn, s.binding, req, s.ctx, row.id, erasure.status)
-        # a partial erasure that erased nothing new is not a new ledger entry
-        if erasure.rows or erasure.status != row.status:
-            run.emit(SubjectErased(run, row.ref, subject_hash, erasure, s.ctx.now))
-    if Q.is_state_queue(req) and erasure.status != row.status:
+    with s.engines[op.db].connect() as conn:
+        tx = conn.begin()
+        try:
+            erasure = erase(conn, s.binding, s.ctx, op)
+            if commits and not Q.is_state_queue(req) and erasure.status != row.status:
+                Q.mark_app(conn, s.binding, req, s.ctx, row.id, erasure.status)
+            # a partial erasure that erased nothing new is not a new ledger entry
+            if commits and (erasure.rows or erasure.status != row.status):
+                run.emit(SubjectErased(run, row.ref, subject_hash, erasure, s.ctx.now))
+        except BaseException:
+            tx.rollback()
+            raise
+        if commits:
+            tx.commit()
+        else:
+            tx.rollback()
+    if commits and Q.is_state_queue(req) and erasure.status != row.status:
         Q.mark_state(store, row.id, erasure.status, s.ctx, subject_hash)
     item.update(status=erasure.status, erased=erasure.tables, protected=[p.to_dict() for p in erasure.protected],
                 urgency=None if erasure.status == "done" else item["urgency"])
