@@ -178,6 +178,8 @@ def _prepare(s: Session, only: list[str] | None, failed: dict[str, str] | None =
     rule as failed and goes on with the others); without, it raises
     :class:`RuleUnavailable` (exit 1).
     """
+    from retention.requests.fulfil import check_requests
+    check_requests(s.binding)
     plans = build_plans(s.binding, s.ctx, only)
     for p in plans:
         try:

@@ -569,6 +569,13 @@ class AuditTrail:
             "cascaded": {f"{c.table} {c.action} via {c.via}": c.rows for c in o.cascades},
             "batches": o.batches, "guard": o.guard.state, "error": o.error})
 
+    def _SubjectErased(self, e) -> None:
+        """An erasure request's subject, inside its transaction (retention.ledger.SubjectErased)."""
+        x = e.erasure
+        self._append(e.run, "request-erased", {
+            "request": e.request, "subject": x.subject, "subject_hash": e.subject_hash, "status": x.status,
+            "tables": dict(x.tables), "protected": [p.to_dict() for p in x.protected]})
+
     def _RunEnded(self, e: RunEnded) -> None:
         r = e.report
         self._append(e.run, "run-ended", {

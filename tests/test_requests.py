@@ -7,6 +7,8 @@ it once the floor has ended or the hold is released.
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timezone
 
 import pytest
@@ -225,3 +227,29 @@ def test_the_demo_reports_requests_and_notifications(tmp_path, monkeypatch):
     assert held and held[0]["status"] == "partial"
     assert rq["notifications"]["would_send"] >= 1
     assert "erasure requests:" in cli_text(report)
+
+
+def test_a_queue_the_run_cannot_use_is_refused_before_any_rule_runs(sqlite_shop):
+    from tests.shopkit import LOGS_PURGE
+    shop = sqlite_shop
+    _fill(shop)
+    body = POLICY.replace('table = "state.requests"', 'table = "shop.legal_holds"') + LOGS_PURGE
+    before = shop.dump()
+    with pytest.raises(ConfigError, match="received_column"):
+        shop.run(shop.policy(body), now=T0)
+    assert shop.dump() == before
+
+
+def test_each_erasure_is_in_the_audit_log_by_keyed_hash(sqlite_shop):
+    from retention.audit import keyed
+    from tests.runkit import audit_rows, state_url_of
+    shop = sqlite_shop
+    _fill(shop)
+    policy = shop.policy(POLICY)
+    file_request(policy, "customer:4", now=T0, env=HASH_ENV)
+    shop.run(policy, now=T0)
+    (entry,) = [r for r in audit_rows(state_url_of(policy)) if r["kind"] == "request-erased"]
+    body = json.loads(entry["body"])
+    assert body["subject_hash"] == keyed(HASH_ENV["RETENTION_HASH_KEY"].encode(), 4)
+    assert body["request"] == "dsr#1" and body["tables"]["shop.users"] == 1
+    assert "user4@example.com" not in entry["body"]

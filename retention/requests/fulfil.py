@@ -36,8 +36,11 @@ def check_requests(binding) -> None:
             raise binding.config.error("erasure requests erase by 'delete' in this release; 'anonymize' is not "
                                        "enforced yet", f"request '{req.name}'", "action")
         subject = binding.config.model.subjects[req.subject]
-        if subject.table not in binding.catalog.tables:
+        if subject.table.split(".", 1)[0] not in binding.catalog.engines:
             continue      # the subject's database is unreachable; reported there
+        if subject.table not in binding.catalog.tables:
+            raise binding.config.error(f"the subject table {subject.table} does not exist",
+                                       f"subject '{req.subject}'", "table")
         if not Q.is_state_queue(req):
             Q.check_app_queue(binding, req)
 
@@ -68,9 +71,9 @@ def fulfil(run, store, report) -> None:
     cfg = s.config
     now = s.ctx.now
     key = audit_key(run.env)
-    executes = run.mode.name in ("run", "simulation") and not run.stop_signal
-    commits = run.mode.name == "run"
-    check_requests(s.binding)
+    # --only selects rules: a run limited to some rules leaves the requests to a full run
+    executes = run.mode.name in ("run", "simulation") and not run.stop_signal and not run.only
+    commits = executes and run.mode.name == "run"
     for req in cfg.model.requests:
         db = cfg.model.subjects[req.subject].table.split(".", 1)[0]
         if db not in s.engines:
