@@ -21,15 +21,14 @@ from sqlalchemy.sql import visitors
 
 from retention.config import Config, load_config
 from retention.dialects.drivers import MissingDriver
-from retention.errors import ConfigError, ConfigErrors
-from retention.execute import ExecOptions, cascade_selections, describe_error, execute_rule
+from retention.errors import ConfigError, ConfigErrors, RetentionError
+from retention.execute import cascade_selections, describe_error
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans
 from retention import privileges
 from retention.report.model import Report
 from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, policy_tables, resolve_column_path
 from retention.timectx import TimeContext, is_date_only, utcnow
-from retention.transactions import Simulation, Transactions
 
 log = structlog.get_logger("retention")
 
@@ -43,6 +42,9 @@ class Session:
     binding: Binding
     ctx: TimeContext
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: databases left out because they could not be reached (name -> why); see open_session(partial=True)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    full_config: Config | None = None
 
     def close(self) -> None:
         for engine in self.engines.values():
@@ -56,44 +58,100 @@ class Session:
 
 
 def open_session(config_path: str | None = None, *, env: Mapping[str, str] | None = None,
-                 now: datetime | None = None, need_keys: bool = True) -> Session:
-    """Load, validate and bind a policy file; raise ConfigError on any problem."""
+                 now: datetime | None = None, need_keys: bool = True, partial: bool = False) -> Session:
+    """Load, validate and bind a policy file; raise ConfigError on any problem.
+
+    A database that cannot be reached (down, login refused, timeout) is a
+    runtime failure, not an invalid file: :class:`DatabaseUnavailable`
+    (exit 1).  With ``partial`` the session goes on without it instead: its
+    rules, holds and floors are left out, and ``Session.unavailable`` says why
+    (a run reports those rules as failed and runs the others).
+    """
     env = os.environ if env is None else env
     if not structlog.is_configured():
         configure_logging(None)      # library use: logs still go to stderr, never stdout
-    config = load_config(config_path, env=env)
-    engines = {}
-    try:
-        for name, url in config.urls.items():
-            engines[name] = make_engine(url, config.settings)
-        catalog = Catalog(engines, policy_tables(config.model))
-    except Exception as e:  # connection or reflection failure: name the database, mask the URL
-        for engine in engines.values():
-            engine.dispose()
-        if isinstance(e, ConfigError):
-            raise
-        db = next((n for n in config.urls if n not in engines), None) or ", ".join(config.urls)
-        if isinstance(e, MissingDriver):    # the environment, not the policy file: exit 1
-            raise MissingDriver(f"{config.path}: [databases.{db}]: {e}") from None
+    config = full = load_config(config_path, env=env)
+    engines: dict[str, Engine] = {}
+    unavailable: dict[str, str] = {}
+
+    def shown(db: str) -> tuple[str, str]:
         url = config.urls.get(db, "")
         secret = url_secret(url)
-        shown = url.replace(secret, MASK) if secret else mask_text(url)
-        if isinstance(e, SQLAlchemyError):
-            detail = redact(describe_error(e), secret)
-        else:   # the URL did not parse: the parser's message quotes pieces of it
-            detail = "the URL cannot be parsed (is a special character in the password percent-encoded?)"
-        raise ConfigError(f"cannot open database ({redact(shown, secret)}): {detail}",
-                          file=config.path, where=f"[databases.{db}]", key="url") from None
+        return redact(url.replace(secret, MASK) if secret else mask_text(url), secret), secret
+
+    def dispose() -> None:
+        for engine in engines.values():
+            engine.dispose()
+
+    for name, url in config.urls.items():
+        try:
+            engines[name] = make_engine(url, config.settings)
+        except MissingDriver as e:    # the environment, not the policy file: exit 1
+            dispose()
+            raise MissingDriver(f"{config.path}: [databases.{name}]: {e}") from None
+        except Exception:  # the URL did not parse: the parser's message quotes pieces of it
+            dispose()
+            raise ConfigError(f"cannot open database ({shown(name)[0]}): the URL cannot be parsed (is a special "
+                              f"character in the password percent-encoded?)",
+                              file=config.path, where=f"[databases.{name}]", key="url") from None
+    for name in list(engines):
+        try:
+            with engines[name].connect() as conn:
+                conn.rollback()
+        except SQLAlchemyError as e:
+            where, secret = shown(name)
+            unavailable[name] = f"cannot reach database '{name}' ({where}): {redact(describe_error(e), secret)}"
+            engines.pop(name).dispose()
+    if unavailable and not partial:
+        dispose()
+        raise DatabaseUnavailable("; ".join(unavailable.values()))
+    if unavailable:
+        config = _without(config, set(unavailable))
+    try:
+        catalog = Catalog(engines, policy_tables(config.model))
+    except SQLAlchemyError as e:   # reachable, but reading its schema failed (a lock, a timeout)
+        dispose()
+        raise DatabaseUnavailable(f"cannot read the schema of {', '.join(engines)}: {mask_text(describe_error(e))}") \
+            from None
     try:
         binding = bind(config, catalog, env, need_keys=need_keys)
     except ConfigError:
-        for engine in engines.values():
-            engine.dispose()
+        dispose()
+        if unavailable:    # what is left refers to what could not be reached: judge the file when it can be
+            raise DatabaseUnavailable("; ".join(unavailable.values())) from None
         raise
     for warning in binding.warnings:
         log.warning("policy", message=warning)
     ctx = TimeContext.create(config.settings.tz, now or utcnow())
-    return Session(config, engines, binding, ctx)
+    session = Session(config, engines, binding, ctx)
+    session.unavailable, session.full_config = unavailable, full
+    return session
+
+
+class RuleUnavailable(RetentionError):
+    """A rule's database failed for a reason of the moment (lock, timeout, connection): exit 1."""
+
+
+class DatabaseUnavailable(RetentionError):
+    """A database cannot be reached or read now: a runtime failure (exit 1), not an invalid file."""
+
+
+def _without(config: Config, dbs: set[str]) -> Config:
+    """The policy without what lives in ``dbs`` (databases a run could not reach)."""
+    m = config.model
+
+    def here(ref: str) -> bool:
+        return ref.split(".", 1)[0] not in dbs
+
+    model = m.model_copy(update={
+        "databases": {k: v for k, v in m.databases.items() if k not in dbs},
+        "subjects": {k: v for k, v in m.subjects.items() if here(v.table)},
+        "rules": [r for r in m.rules if here(r.table)],
+        "tables": {k: v for k, v in m.tables.items() if here(k)},
+        "holds": [h for h in m.holds if here(h.table)],
+        "floors": [f for f in m.floors if here(f.table)],
+    })
+    return Config(model, config.path, config.sha256, {k: v for k, v in config.urls.items() if k not in dbs})
 
 
 @dataclass
@@ -126,16 +184,29 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
                            access.notes)
 
 
-def _prepare(s: Session, only: list[str] | None) -> list[RulePlan]:
+def _prepare(s: Session, only: list[str] | None, failed: dict[str, str] | None = None) -> list[RulePlan]:
     """Build the plans and prove them against the databases before any rule runs.
 
     Building compiles every predicate; the database then prepares each rule's
     SQL and the clocks' stored values are checked, so a bad file fails here,
     with exit 2, and nothing has been touched.
+
+    A check that fails for a reason of the moment (a lock or statement
+    timeout, a lost connection) says nothing about the file: with ``failed``
+    given, the rule's name and the reason are put there (the run reports that
+    rule as failed and goes on with the others); without, it raises
+    :class:`RuleUnavailable` (exit 1).
     """
+    from retention.requests.fulfil import check_requests
+    check_requests(s.binding)
     plans = build_plans(s.binding, s.ctx, only)
     for p in plans:
-        _compile_check(s, p)
+        try:
+            _compile_check(s, p)
+        except RuleUnavailable as e:
+            if failed is None:
+                raise
+            failed[p.rule.name] = str(e)
     _check_clock_values(s, plans)
     return plans
 
@@ -154,6 +225,9 @@ def _compile_check(s: Session, p: RulePlan) -> None:
             conn.rollback()
     except SQLAlchemyError as e:
         detail = describe_error(e)
+        if s.binding.catalog.impl(p.table.db).is_transient(e):
+            raise RuleUnavailable(f"rule '{p.rule.name}': the database could not check its SQL now: {detail}") \
+                from None
         if "too complex" in detail or "stack overflow" in detail or "depth" in detail:
             detail += " (the cascade under this table is too deep for the database's parser: " \
                       "set on_parent_delete = \"block\" somewhere below it)"
@@ -208,7 +282,7 @@ def _select_rules(config: Config, only: list[str] | None) -> list[str] | None:
 def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str] | None = None,
         now: datetime | None = None, allow_large: bool = False, show_sql: bool = False,
         env: Mapping[str, str] | None = None, force_python: bool = False,
-        simulate: bool = False) -> Report:
+        simulate: bool = False, plan_file: str | None = None, max_drift: str | None = None) -> Report:
     """Enforce the policy (or, with ``dry_run``, report what enforcing would do).
 
     A failing rule does not stop the others; the report says which failed and
@@ -219,37 +293,31 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
     would do alone (the report notes it).  ``simulate=True`` instead runs the
     whole policy in one transaction per database and rolls it back: exactly a
     run's numbers, at the price of holding a run's locks until the end.
+
+    The run's life (lock, audit log, stops) is :class:`retention.runtime.Run`;
+    this function picks its mode.  A run or simulation raises ``LockHeld``
+    when another holds the lock.
+
+    ``plan_file`` applies a reviewed plan (:mod:`retention.planfile`): its
+    ``now`` and rules, at most the rows it counted per rule, ``max_drift``
+    (rows, or "P%") more at most before a rule is refused.
     """
-    if simulate:
-        dry_run = True
-    with open_session(config_path, env=env, now=now) as s:
-        structlog.contextvars.bind_contextvars(run_id=s.run_id)
-        try:
-            selected = _select_rules(s.config, only)
-            report = Report(run_id=s.run_id, dry_run=dry_run, now=s.ctx.now, config_path=s.config.path,
-                            config_sha256=s.config.sha256, started_at=utcnow(), show_sql=show_sql,
-                            simulated=simulate)
-            # a simulation executes for real, inside a transaction that is rolled back
-            opts = ExecOptions(dry_run=dry_run and not simulate, allow_large=allow_large, force_python=force_python,
-                               show_sql=show_sql, batch_size=s.config.settings.batch_size)
-            log.info("start", mode="dry-run" if dry_run else "run", config=s.config.path,
-                     sha256=s.config.sha256[:12], now=s.ctx.now.isoformat())
-            plans = _prepare(s, selected)
-            txs = {db: (Simulation(e) if simulate else Transactions(e)) for db, e in s.engines.items()}
-            try:
-                for plan in plans:
-                    outcome = execute_rule(txs[plan.table.db], plan, s.config.settings, s.ctx, opts)
-                    if dry_run and not simulate:
-                        outcome.overlaps = overlaps(plan, plans)
-                    report.rules.append(outcome)
-            finally:
-                for tx in txs.values():
-                    tx.close()
-            report.finished_at = utcnow()
-            log.info("finish", exit_code=report.exit_code, rules=len(report.rules))
-            return report
-        finally:
-            structlog.contextvars.unbind_contextvars("run_id")
+    from retention.planfile import load
+    from retention.runtime import Run, mode_for
+    reviewed = None
+    if plan_file:
+        reviewed = load(plan_file, max_drift)
+        if now is not None and (now if now.tzinfo else now.replace(tzinfo=reviewed.now.tzinfo)) != reviewed.now:
+            raise ConfigError(f"--now {now.isoformat()} is not the plan's now ({reviewed.doc['now']}): a reviewed "
+                              f"plan is applied at the moment it was made for", file=plan_file, where="--now")
+        if only and sorted(only) != sorted(reviewed.doc["only"]):
+            raise ConfigError("--only differs from the rules the plan was made for", file=plan_file, where="--only")
+        now, only = reviewed.now, reviewed.doc["only"] or None
+    elif max_drift is not None:
+        raise ConfigError("--max-drift only applies with --plan", where="--max-drift")
+    mode = mode_for(dry_run=dry_run, simulate=simulate, reviewed=reviewed)
+    return Run(config_path, mode, only=only, now=now, allow_large=allow_large, show_sql=show_sql, env=env,
+               force_python=force_python).execute()
 
 
 def overlaps(plan: RulePlan, plans: list[RulePlan]) -> list[str]:
@@ -341,3 +409,46 @@ def demo(config_path: str | None = None, *, url: str = DEMO_URL, now: datetime |
     log.info("demo_backups", directory=DEMO_BACKUPS, dumps=len(dumps),
              message="try: retention backups rotate --dry-run")
     return counts, plan(config_path, now=moment, env=env, **plan_options)
+
+
+def state_upgrade(config_path: str | None = None, *, env: Mapping[str, str] | None = None) -> tuple[str, int, int]:
+    """Bring the state store named by ``settings.state_url`` to this release's schema.
+
+    Returns (where, from version, to version).  Runs do this on first use too;
+    this verb lets a deployment do it ahead, with rights a run does not need.
+    """
+    from retention.state import open_store
+    config = load_config(config_path, env=env)
+    store = open_store(config.settings.state_url, config.path, config.settings, migrate=False)
+    try:
+        before, after = store.upgrade()
+        return store.where, before, after
+    finally:
+        store.close()
+
+
+def _audit_log(config_path: str | None, env: Mapping[str, str] | None):
+    from retention.audit import AuditLog
+    from retention.state import open_store
+    config = load_config(config_path, env=env)
+    return AuditLog(open_store(config.settings.state_url, config.path, config.settings))
+
+
+def audit_verify(config_path: str | None = None, *, head: str | None = None,
+                 env: Mapping[str, str] | None = None):
+    """Check the audit log's hash chain; return a :class:`retention.audit.Verdict`."""
+    audit = _audit_log(config_path, env)
+    try:
+        return audit.verify(head=head)
+    finally:
+        audit.store.close()
+
+
+def audit_entries(config_path: str | None = None, *, run_id: str | None = None, since: datetime | None = None,
+                  env: Mapping[str, str] | None = None) -> list:
+    """The audit log's entries (of one run, or from ``since`` on), in chain order."""
+    audit = _audit_log(config_path, env)
+    try:
+        return list(audit.entries(run_id=run_id, since=since))
+    finally:
+        audit.store.close()

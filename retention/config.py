@@ -82,6 +82,7 @@ class Settings(_Model):
     max_batch_seconds: float = Field(2.0, gt=0)
     lock_timeout: DurationField = parse_duration("5s")
     statement_timeout: DurationField = parse_duration("60s")
+    stop_timeout: DurationField = parse_duration("10s")    # SIGTERM/SIGINT: stopped and reported within this
     max_rows: int | None = Field(None, ge=0)
     max_fraction: float = Field(0.9, ge=0, le=1)
 
@@ -94,7 +95,7 @@ class Settings(_Model):
             raise ValueError(f"unknown time zone '{v}' (use an IANA name such as 'UTC' or 'Europe/Paris')") from None
         return v
 
-    @field_validator("lock_timeout", "statement_timeout")
+    @field_validator("lock_timeout", "statement_timeout", "stop_timeout")
     @classmethod
     def _no_calendar(cls, v: Duration) -> Duration:
         if v.months:
@@ -244,8 +245,18 @@ class RequestConfig(_Model):
 
 
 class RecipientConfig(_Model):
+    """``[[recipients]]``: who is told of each erasure (see :mod:`retention.recipients`)."""
+
     name: str
     url: str
+    timeout: DurationField = parse_duration("10s")     # one attempt's bound; failures retry on later runs
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("give an http:// or https:// URL")
+        return v
 
 
 class BackupConfig(_Model):
@@ -372,8 +383,6 @@ def _value_problems(data: Mapping, path: str) -> list[ConfigError]:
 # item of an array and "*" for every value of a table; ``refuse`` decides on the value.
 
 NOT_BUILT_YET: list[tuple[str, Any, str]] = [
-    ("requests", None, "erasure requests ([[requests]]) are not built yet; remove the section"),
-    ("recipients", None, "erasure notifications ([[recipients]]) are not built yet; remove the section"),
     ("rules[].check", None, "k-anonymity checks ([rules.check]) are not built yet; remove the key"),
     ("rules[].columns.*", lambda v: v == "fake" or (isinstance(v, Mapping) and v.get("strategy") == "fake"),
      "the 'fake' strategy is not built yet; use 'hash', 'mask', 'constant' or 'null'"),

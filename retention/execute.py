@@ -47,6 +47,31 @@ class ExecOptions:
     force_python: bool = False     # anonymize in Python even where SQL could (tests compare both)
     show_sql: bool = False
     batch_size: int = 5000         # dry-run scans (anonymize in Python) read this many rows at a time
+    simulated: bool = False        # executes inside a rolled-back transaction: still a dry run
+
+
+class BatchHooks:
+    """What the batch loop tells the run around each batch (:class:`retention.runtime.Run`).
+
+    The defaults do nothing.  ``before_commit`` runs inside the batch's
+    transaction after its statements: an exception there rolls the batch
+    back, which is how a run that cannot write its audit entry touches
+    nothing.  ``committed`` runs once the batch is committed.  The loop asks
+    ``stop_requested`` before each batch.  ``cascaded`` maps
+    ``(child table, "delete" | "detach:<fk>")`` to rows.
+    """
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def counted(self, plan: RulePlan, out: RuleOutcome) -> None:
+        """The rule is counted and guarded, nothing touched yet: a reviewed plan may refuse or cap it here."""
+
+    def before_commit(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
+        """The batch's statements ran; it commits when this returns."""
+
+    def committed(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
+        """The batch is committed."""
 
 
 # --- counting -----------------------------------------------------------------
@@ -340,7 +365,7 @@ def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
 
 
 def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
-                 opts: ExecOptions) -> RuleOutcome:
+                 opts: ExecOptions, hooks: BatchHooks | None = None) -> RuleOutcome:
     """Count the rule, check its guard, and (unless dry) enforce it batch by batch."""
     started = time.monotonic()
     rule = plan.rule
@@ -348,6 +373,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
         guard_state(out, plan, opts.allow_large)
+        if hooks is not None:
+            hooks.counted(plan, out)
         if opts.show_sql:
             out.statements = statements(tx, plan, settings, ctx, opts, limit=out.guard.rows)
         if not opts.dry_run and out.status in ("ok", "incomplete"):
@@ -359,7 +386,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             # meanwhile (a hold released, a row unblocked by this very rule) wait for the next run
             if out.guard.rows:
                 with progress(out.guard.rows, plan.rule.name) as bar:
-                    _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows)
+                    _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows,
+                             hooks=hooks or BatchHooks())
             # counted rows not touched, including those the batches could not do (out.not_done)
             out.remaining = out.due - out.protected_total - out.unchanged - out.touch
     except (SQLAlchemyError, RetentionError) as e:
@@ -371,7 +399,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
     out.cutoff = plan.cutoff if isinstance(plan.cutoff, datetime) else None
     out.duration_seconds = round(time.monotonic() - started, 3)
     log.info("rule", rule=rule.name, action=rule.action, table=rule.table, status=out.status,
-             dry_run=opts.dry_run, due=out.due, protected=out.protected_total, touch=out.touch,
+             dry_run=opts.dry_run or opts.simulated, due=out.due, protected=out.protected_total, touch=out.touch,
              cascaded=out.cascaded_total, batches=out.batches, seconds=out.duration_seconds,
              error=out.error)
     return out
@@ -459,12 +487,13 @@ _NO_MORE = object()
 
 
 def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
-             opts: ExecOptions, out: RuleOutcome, bar: Progress, limit: int) -> None:
+             opts: ExecOptions, out: RuleOutcome, bar: Progress, limit: int, hooks: BatchHooks) -> None:
     """Run the batches, adding each committed batch's counts to ``out``; touch at most ``limit`` rows.
 
     A batch the database could not finish as selected (a trigger cancelled a
     delete, a value could not be read) still commits what it did; the rest is
-    counted under ``out.not_done`` and the batches move on past it.
+    counted under ``out.not_done`` and the batches move on past it.  ``hooks``
+    hear of each batch before it commits and after, and may ask the run to stop.
     """
     size = settings.batch_size
     if _locks_parents(plan) and plan.impl.max_bind_params:
@@ -473,7 +502,7 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     lines = dict(zip(empty_cascades(plan), out.cascades))
     met: dict[str, int] = {}
     try:
-        _batches(tx, plan, ctx, opts, out, bar, limit, size, settings, lines, met)
+        _batches(tx, plan, ctx, opts, out, bar, limit, size, settings, lines, met, hooks)
     finally:
         for reason, n in met.items():
             # the count already found the values it could not read or anonymize (the batches
@@ -485,13 +514,14 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
 
 
 def _batches(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptions, out: RuleOutcome,
-             bar: Progress, limit: int, size: int, settings: Settings, lines: dict, met: dict) -> None:
+             bar: Progress, limit: int, size: int, settings: Settings, lines: dict, met: dict,
+             hooks: BatchHooks) -> None:
     candidates, exact = _candidates(plan, opts)
     lo = None
     # rows the database refused count against the allowance: the run never does more than it
     # counted, not even by taking rows that became workable meanwhile in their place
     used = lambda: out.touch + met.get("cancelled", 0) + met.get("changed", 0)  # noqa: E731
-    while used() < limit:
+    while used() < limit and not hooks.stop_requested():
         t0 = time.monotonic()
         allowance = limit - used()
         for attempt in range(1, BATCH_ATTEMPTS + 1):
@@ -507,6 +537,7 @@ def _batches(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptio
                         break
                     touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded, allowance,
                                      short=short, selected=int(selected) if exact else None)
+                    hooks.before_commit(plan, out.batches + 1, lo, hi, touched, cascaded)
                 break
             except SQLAlchemyError as e:
                 if attempt == BATCH_ATTEMPTS or not plan.impl.retryable(e):
@@ -522,6 +553,7 @@ def _batches(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptio
             lines[key].rows += n
         for reason, n in short.items():
             _tally(met, reason, n)
+        hooks.committed(plan, out.batches, lo, hi, touched, cascaded)
         lo = hi
         elapsed = time.monotonic() - t0
         # keep each transaction under max_batch_seconds: shrink fast, grow back slowly
@@ -674,6 +706,16 @@ def _delete_locked(conn: Connection, plan: RulePlan, keys: list, cascaded: dict,
         # rows that are gone are gone, whatever the statement's count said (a rule may report 0)
         return len(keys) - len(kept)
     raise AssertionError("unreachable")
+
+
+def apply_batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
+                rng: sa.ColumnElement, cascaded: dict) -> int:
+    """Run one batch of ``plan`` over the rows ``rng`` selects, in the caller's transaction.
+
+    The one statement path for every operation: rules batch by batch, erasure
+    requests and replays subject by subject (:mod:`retention.requests.erase`).
+    """
+    return _batch(conn, plan, ctx, opts, rng, cascaded)
 
 
 def _locks_parents(plan: RulePlan) -> bool:

@@ -30,18 +30,6 @@ max_fraction = 1.0
 """
 
 UNBUILT = [
-    ("""
-[[requests]]
-name = "dsr"
-table = "shop.users"
-subject = "customer"
-subject_column = "id"
-""", "key 'requests'"),
-    ("""
-[[recipients]]
-name = "partner"
-url = "https://partner.example/erasure"
-""", "key 'recipients'"),
     (RULE.replace('action = "delete"', 'action = "anonymize"') + """
 columns.ip = "hash"
 [rules.check]
@@ -57,7 +45,7 @@ k = 5
 ]
 
 
-@pytest.mark.parametrize("body, names", UNBUILT, ids=["requests", "recipients", "k-anonymity",
+@pytest.mark.parametrize("body, names", UNBUILT, ids=["k-anonymity",
                                                         "fake", "fake-table", "detach-partitions",
                                                         "drop-partitions"])
 def test_a_key_not_built_yet_is_refused_and_nothing_runs(shop, body, names):

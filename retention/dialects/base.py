@@ -115,6 +115,14 @@ class DialectImpl:
     def clear_hints(self, conn: Connection) -> None:
         """Forget unused hints before the connection goes back to the pool."""
 
+    def serialize_writers(self, conn: Connection) -> None:
+        """Inside a transaction on the job's state store: wait until this is its only writer.
+
+        The audit chain appends by reading its head; two runs must not both
+        append after the same head.  The default relies on ``hint_write``
+        having taken the database's write lock (SQLite's ``BEGIN IMMEDIATE``).
+        """
+
     def in_transaction(self, conn: Connection) -> bool:
         """Whether the database still has ``conn``'s transaction open (it may end one on its own).
 
@@ -137,6 +145,25 @@ class DialectImpl:
         """A predicate true where a temporal ``col`` holds a value Python can represent, or None
         when every value is (PostgreSQL has -infinity and BC dates; Python's years are 1 to 9999)."""
         return None
+
+    #: SQLSTATE classes and codes of failures of the moment, not of the statement: connection
+    #: (08), resources (53), lock not available (55P03), cancelled by statement_timeout (57014),
+    #: shutdown (57P), deadlock or serialization (40), login refused (28), missing privilege (42501)
+    transient_states: ClassVar[tuple[str, ...]] = ("08", "53", "55P03", "57014", "57P", "40", "28", "42501")
+    #: the same, for drivers without SQLSTATEs: words of their messages
+    transient_words: ClassVar[tuple[str, ...]] = ()
+
+    def is_transient(self, e: Exception) -> bool:
+        """Whether a database error says something about the moment (a lock, a timeout, the
+        connection, a privilege) rather than about the statement: a runtime failure, exit 1."""
+        if getattr(e, "connection_invalidated", False):
+            return True
+        orig = getattr(e, "orig", None) or e
+        code = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+        if code and code.startswith(self.transient_states):
+            return True
+        text = str(orig).lower()
+        return any(word in text for word in self.transient_words)
 
     def malformed_clock(self, col, date_only: bool):
         """A predicate matching clock values the engine would compare wrongly, or None.

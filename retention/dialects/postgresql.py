@@ -39,6 +39,11 @@ _FOREIGN_KEYS = sa.text("""
 """)
 
 
+#: advisory lock keys (two int4): the state store's writers, and a run on an application database
+STORE_LOCK = (0x52544E53, 1)       # 'RTNS'
+RUN_LOCK = (0x52544E52, 1)         # 'RTNR'
+
+
 @register
 class PostgreSQLImpl(DialectImpl):
     name: ClassVar[str] = "postgresql"
@@ -78,6 +83,10 @@ class PostgreSQLImpl(DialectImpl):
         else:
             return None
         return sa.and_(col >= sa.cast(sa.literal(low), col_type), col <= sa.cast(sa.literal(high), col_type))
+
+    def serialize_writers(self, conn) -> None:
+        # a transaction-scoped advisory lock: released by COMMIT, ROLLBACK or a dead session
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k1, :k2)"), {"k1": STORE_LOCK[0], "k2": STORE_LOCK[1]})
 
     def other_schemas(self, engine: Engine) -> list[str]:
         inspector = sa.inspect(engine)

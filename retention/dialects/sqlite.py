@@ -91,6 +91,8 @@ def _canonical_dates(inspector, table, column_info):  # pragma: no cover - trivi
 class SQLiteImpl(DialectImpl):
     name: ClassVar[str] = "sqlite"
     max_bind_params = 30000   # SQLite >= 3.32 allows 32766 per statement
+    transient_words = ("database is locked", "database table is locked", "unable to open database",
+                       "disk i/o error", "interrupted")
 
     def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
         # SQLite has no repeat(): zeroblob(n) is n zero bytes, hex() makes that "00" n times

@@ -141,12 +141,39 @@ class Report:
     finished_at: datetime | None = None
     show_sql: bool = False
     simulated: bool = False           # dry run executed in a rolled-back transaction: exact run numbers
+    #: the signal that stopped the run ("SIGTERM", "SIGINT"); the rules after the one it stopped are in skipped
+    interrupted: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    #: failures outside any one rule (the audit log could not be written, a database could not be reached)
+    errors: list[str] = field(default_factory=list)
+    #: the audit log's head after this run's last entry: (seq, SHA-256); see ``retention audit verify --head``
+    audit_seq: int = 0
+    audit_head: str | None = None
+    #: dry runs: the plan ``retention run --plan`` can apply (retention.planfile); a run: the plan it applied
+    plan: dict | None = None
+    #: erasure requests (retention.requests.fulfil.describe): deadline, urgency, what was erased or protected
+    requests: list[dict] = field(default_factory=list)
+    #: ledger entries this run wrote (retention.ledger.LedgerEntry.to_dict)
+    ledger: list[dict] = field(default_factory=list)
+    #: a run's delivery round to the recipients (retention.recipients.Delivery.to_dict)
+    notifications: dict | None = None
+
+    def requests_summary(self) -> dict:
+        """Counts over ``requests``: open, overdue, due within 3 days, done and partial."""
+        return {"total": len(self.requests),
+                "open": sum(r["status"] in ("pending", "partial") for r in self.requests),
+                "overdue": sum(r["urgency"] == "overdue" for r in self.requests),
+                "due_soon": sum(r["urgency"] == "due_soon" for r in self.requests),
+                "partial": sum(r["status"] == "partial" for r in self.requests),
+                "failed": sum(bool(r.get("error")) for r in self.requests)}
 
     @property
     def exit_code(self) -> int:
-        if any(r.status in ("failed", "incomplete") for r in self.rules):
+        if self.interrupted:
+            return 130 if self.interrupted == "SIGINT" else 143
+        if self.errors or any(r.status in ("failed", "incomplete") for r in self.rules):
             return 1
-        if any(r.status == "guard_tripped" for r in self.rules):
+        if any(r.status in ("guard_tripped", "plan_drifted") for r in self.rules):
             return 3
         return 0
 
@@ -172,5 +199,12 @@ class Report:
                 "touch": sum(r.touch for r in self.rules),
                 "cascaded": sum(r.cascaded_total for r in self.rules),
             },
+            "interrupted": self.interrupted,
+            "skipped": list(self.skipped),
+            "errors": list(self.errors),
+            "audit": {"seq": self.audit_seq, "head": self.audit_head},
             "exit_code": self.exit_code,
+            **({"plan": self.plan} if self.plan is not None else {}),
+            "requests": {**self.requests_summary(), "items": list(self.requests), "ledger": list(self.ledger),
+                         "notifications": self.notifications},
         }

@@ -37,7 +37,8 @@ import unicodedata
 from retention.log import mask_url
 from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
 
-STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "incomplete": "INCOMPLETE"}
+STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "incomplete": "INCOMPLETE",
+                "interrupted": "INTERRUPTED", "plan_drifted": "PLAN DRIFTED"}
 
 
 # -- width-aware alignment ---------------------------------------------------
@@ -169,16 +170,27 @@ def exit_summary(report: Report) -> str:
     incomplete = [r.rule for r in report.rules if r.status == "incomplete"]
     tripped = [r.rule for r in report.rules if r.status == "guard_tripped"]
     parts = []
+    if report.interrupted:
+        parts.append(f"stopped by {report.interrupted}; the batch under way finished or was rolled back"
+                     + (f"; not run: {', '.join(report.skipped)}" if report.skipped else ""))
+    parts.extend(clean(e) for e in report.errors)
     if failed:
         parts.append(f"{_n(len(failed), 'rule')} failed ({', '.join(failed)})")
     if incomplete:
         parts.append(f"{_n(len(incomplete), 'rule')} incomplete ({', '.join(incomplete)}): "
                      "rows not done, see 'not done'")
+    drifted = [r.rule for r in report.rules if r.status == "plan_drifted"]
+    if drifted:
+        parts.append(f"more to touch than the reviewed plan counted on {', '.join(drifted)}: "
+                     "nothing touched there; review a new plan")
     if tripped:
         parts.append(f"guard tripped on {', '.join(tripped)}: "
                      "re-run with --allow-large if this is intended")
     if not parts:
         parts.append("success" + (" (dry run: nothing was changed)" if report.dry_run else ""))
+    rq = report.requests_summary()
+    if rq["overdue"] or rq["due_soon"]:
+        parts.append(f"erasure requests: {rq['overdue']} overdue, {rq['due_soon']} due within 3 days")
     return f"exit {code}: " + "; ".join(parts)
 
 
@@ -299,5 +311,49 @@ def render_text(report: Report) -> str:
                 body = clean(statement).rstrip().rstrip(";") + ";"
                 lines += [f"    {line}" for line in body.splitlines()]
 
+    lines += render_requests(report)
     lines += ["", totals_summary(report), exit_summary(report)]
     return "\n".join(lines) + "\n"
+
+
+_URGENCY = {"overdue": "OVERDUE", "due_soon": "DUE SOON"}
+
+
+def render_requests(report: Report) -> list[str]:
+    """The erasure requests, the ledger entries this run wrote, the recipients' delivery."""
+    if not report.requests and not report.ledger and not report.notifications:
+        return []
+    rq = report.requests_summary()
+    lines = ["", f"erasure requests: {rq['open']} open, {rq['overdue']} overdue, {rq['due_soon']} due within "
+                 f"3 days, {rq['partial']} partial"]
+    if report.requests:
+        rows = [[r["request"], r["subject_hash"] or "(gone)", r["received_at"][:10], r["deadline"][:10],
+                 "" if r["days_left"] is None else str(r["days_left"]), r["status"],
+                 _URGENCY.get(r["urgency"] or "", "")] for r in report.requests]
+        lines += format_table(["request", "subject", "received", "deadline", "days left", "status", ""], rows,
+                              numeric={4})
+    for r in report.requests:
+        if r["erased"]:
+            verb = "would erase" if report.dry_run else "erased"
+            lines.append(f"  {r['request']}: {verb} " + ", ".join(f"{t} {n}" for t, n in sorted(r["erased"].items())))
+        for p in r["protected"]:
+            until = f" until {p['until'][:10]}" if p.get("until") else (" until released" if p["kind"] == "hold"
+                                                                        else "")
+            lines.append(f"  {r['request']}: {p['rows']} row(s) of {p['table']} kept by {p['kind']} "
+                         f"'{p['name']}'{until}" + (f", {p['restricted']} restricted" if p.get("restricted") else ""))
+        if r.get("error"):
+            lines.append(f"  {r['request']}: error: {clean(r['error'])}")
+    for e in report.ledger:
+        gone = e["gone_by"][:10] if e["gone_by"] else f"no provable date ({e['gone_by_reason']})"
+        lines.append(f"  ledger {e['id']}: {e['request']} {e['status']}, "
+                     f"{sum(e['tables'].values())} rows in {len(e['tables'])} table(s); gone from backups by {gone}")
+    if report.notifications:
+        n = report.notifications
+        if "would_send" in n:
+            lines.append(f"  recipients: {n['would_send']} notification(s) a run would send; "
+                         f"{n['pending']} waiting in the outbox")
+        else:
+            lines.append(f"  recipients: {n['delivered']} delivered, {n['failed']} failed, "
+                         f"{n['pending']} in the outbox")
+        lines += [f"    {clean(err)}" for err in n["errors"]]
+    return lines

@@ -1,0 +1,216 @@
+"""The hash-chained audit log, in the state store.
+
+Every run, dry or not, appends entries: ``run-started`` (mode, policy file
+SHA-256, ``now``, user, host), per batch ``batch-intent`` (written inside the
+batch's transaction, before it commits) and ``batch-committed`` (after),
+``rule-ended`` (the rule's counts) and ``run-ended`` (outcome, totals,
+errors).  A run killed mid-batch therefore leaves an intent without its
+outcome, and a run without ``run-ended`` was interrupted.
+
+Each entry stores the SHA-256 of the previous entry, and its own hash over a
+canonical JSON encoding (sorted keys, no whitespace, UTF-8) of
+``{seq, run_id, kind, at, body, prev}``; the first entry's ``prev`` is 64
+zeros.  Editing, inserting, deleting or reordering an entry breaks the chain
+at that entry; truncating the tail is caught by comparing with a head a
+report printed (``verify(head=...)``).
+
+Key ranges of batches on a subject table identify people: they are written
+as HMAC-SHA256 with the job's key (``RETENTION_AUDIT_KEY``, else
+``RETENTION_HASH_KEY``), or withheld when no key is set.  Keys of other
+tables are written as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from retention.errors import RetentionError
+from retention.state import StateStore
+from retention.state.tables import audit as T
+from retention.timectx import utcnow
+
+GENESIS = "0" * 64
+KEY_ENVS = ("RETENTION_AUDIT_KEY", "RETENTION_HASH_KEY")
+
+
+class AuditUnavailable(RetentionError):
+    """The audit entry could not be written: the job touches no application data without it."""
+
+
+def canonical(value: Any) -> bytes:
+    """The one encoding entries are hashed over: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_plain).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def entry_hash(seq: int, run_id: str, kind: str, at: str, body: Any, prev: str) -> str:
+    """SHA-256 (hex) of an entry's canonical encoding, its predecessor's hash included."""
+    doc = {"seq": seq, "run_id": run_id, "kind": kind, "at": at, "body": body, "prev": prev}
+    return hashlib.sha256(canonical(doc)).hexdigest()
+
+
+def audit_key(env: Mapping[str, str]) -> bytes | None:
+    """The job's key for keyed hashes in the audit log, or None when none is set."""
+    for name in KEY_ENVS:
+        if env.get(name):
+            return env[name].encode("utf-8")
+    return None
+
+
+def keyed(key: bytes | None, value: Any) -> str | None:
+    """``hmac:<hex>`` of ``value`` under ``key`` (None without a key, or for None)."""
+    if key is None or value is None:
+        return None
+    return "hmac:" + hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    run_id: str
+    kind: str
+    at: str
+    body: dict
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "run_id": self.run_id, "kind": self.kind, "at": self.at,
+                "body": self.body, "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``verify`` found: ``ok``, how many entries it checked, and the first bad one."""
+
+    ok: bool
+    checked: int
+    head: str
+    bad_seq: int | None = None
+    reason: str | None = None
+
+
+class AuditLog:
+    """Append to, read and verify the chain in a state store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def append(self, run_id: str, kind: str, body: dict) -> Entry:
+        """Append one entry after the current head; raise AuditUnavailable if it cannot be written."""
+        body = json.loads(canonical(body))       # exactly what is hashed is what is stored
+        at = utcnow().isoformat()
+        try:
+            with self.store.writing() as conn:
+                last = conn.execute(sa.select(T.c.seq, T.c.hash).order_by(T.c.seq.desc()).limit(1)).first()
+                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                digest = entry_hash(seq, run_id, kind, at, body, prev)
+                conn.execute(T.insert().values(seq=seq, run_id=run_id, kind=kind, at=at,
+                                               body=canonical(body).decode("utf-8"), prev_hash=prev, hash=digest))
+        except SQLAlchemyError as e:
+            raise AuditUnavailable(str(self.store.failure("cannot write the audit log", e))) from None
+        return Entry(seq, run_id, kind, at, body, prev, digest)
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (0, 64 zeros) for an empty log."""
+        with self.store.reading() as conn:
+            last = conn.execute(sa.select(T.c.seq, T.c.hash).order_by(T.c.seq.desc()).limit(1)).first()
+        return (int(last[0]), last[1]) if last else (0, GENESIS)
+
+    def entries(self, run_id: str | None = None, since: datetime | None = None) -> Iterator[Entry]:
+        """Entries in chain order, optionally of one run, or at or after ``since``."""
+        q = sa.select(T).order_by(T.c.seq)
+        if run_id:
+            q = q.where(T.c.run_id == run_id)
+        with self.store.reading() as conn:
+            for row in conn.execute(q):
+                if since is not None and datetime.fromisoformat(row.at) < since:
+                    continue
+                yield _entry(row)
+
+    def verify(self, head: str | None = None) -> Verdict:
+        """Walk the chain from the first entry; stop at the first entry that does not fit.
+
+        An entry is bad when its ``seq`` is not one more than its predecessor's
+        (deleted or inserted), its ``prev_hash`` is not its predecessor's hash
+        (deleted, inserted, reordered), or its hash does not match its content
+        (edited).  With ``head``, a hash a report printed, the chain must also
+        contain it: a log cut short after that report is caught too.
+        """
+        prev, expected, checked, seen_head = GENESIS, 1, 0, head is None
+        with self.store.reading() as conn:
+            for row in conn.execute(sa.select(T).order_by(T.c.seq)):
+                try:
+                    body = json.loads(row.body)
+                except ValueError:
+                    return Verdict(False, checked, prev, row.seq, "its body is not JSON")
+                if row.seq != expected:
+                    return Verdict(False, checked, prev, row.seq,
+                                   f"sequence number {row.seq} where {expected} was due (an entry was "
+                                   f"deleted or inserted before it)")
+                if row.prev_hash != prev:
+                    return Verdict(False, checked, prev, row.seq,
+                                   "it does not follow the entry before it (an entry was deleted, inserted "
+                                   "or moved)")
+                if entry_hash(row.seq, row.run_id, row.kind, row.at, body, row.prev_hash) != row.hash:
+                    return Verdict(False, checked, prev, row.seq, "its content does not match its hash (edited)")
+                if row.body != canonical(body).decode("utf-8"):
+                    return Verdict(False, checked, prev, row.seq, "its body is not in canonical form (edited)")
+                prev, expected, checked = row.hash, expected + 1, checked + 1
+                seen_head = seen_head or row.hash == head
+        if not seen_head:
+            return Verdict(False, checked, prev, None,
+                           f"the head {head} is not in the log: entries after it were removed or rewritten")
+        return Verdict(True, checked, prev)
+
+
+def _entry(row) -> Entry:
+    try:
+        body = json.loads(row.body)
+    except ValueError:
+        body = {"unreadable": True}
+    return Entry(int(row.seq), row.run_id, row.kind, row.at, body, row.prev_hash, row.hash)
+
+
+def runs(entries: list[Entry]) -> list[dict]:
+    """One summary per run: mode, start, end, outcome; a run without its end is ``interrupted``.
+
+    A run whose last entry is a batch intent was stopped between writing
+    the intent and its outcome: whether that batch committed is only known
+    from the application database.
+    """
+    out: dict[str, dict] = {}
+    for e in entries:
+        r = out.setdefault(e.run_id, {"run_id": e.run_id, "mode": None, "started_at": None, "ended_at": None,
+                                      "outcome": "interrupted (no end recorded)", "rules": 0, "batches": 0,
+                                      "open_batch": None})
+        if e.kind == "run-started":
+            r["mode"], r["started_at"] = e.body.get("mode"), e.at
+            r.update({k: e.body.get(k) for k in ("user", "host", "policy_sha256")})
+        elif e.kind == "batch-intent":
+            r["open_batch"] = e.body.get("batch")
+        elif e.kind == "batch-committed":
+            r["batches"] += 1
+            r["open_batch"] = None
+        elif e.kind == "rule-ended":
+            r["rules"] += 1
+        elif e.kind == "run-ended":
+            r["ended_at"], r["outcome"] = e.at, e.body.get("outcome")
+        elif e.kind == "run-abandoned":
+            r["outcome"] = "interrupted (" + e.body.get("reason", "abandoned") + ")"
+    return list(out.values())

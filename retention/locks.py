@@ -1,0 +1,198 @@
+"""One run at a time per application database.
+
+PostgreSQL: a session-level advisory lock, held on a connection of its own
+for the whole run; it dies with the session, so a killed run never leaves
+it behind.  The holder is named through the session's ``application_name``.
+
+SQLite (no session locks that outlive a statement): a lease row in the state
+store, renewed while the run lives and ending ``LEASE_SECONDS`` after its last
+renewal.  A lease whose holder is a dead process on this host is taken over
+at once; one from another host once it has expired.  Either way the next run
+records the previous one as abandoned in the audit log.
+
+``plan`` and dry runs take no lock; runs and simulations do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from retention.dialects.postgresql import RUN_LOCK
+from retention.errors import LockHeld
+from retention.state import StateStore
+from retention.state.tables import leases as L
+from retention.timectx import utcnow
+
+LEASE_SECONDS = 60
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Holder:
+    run_id: str
+    host: str
+    pid: int
+    since: str
+
+    def describe(self) -> str:
+        return f"run {self.run_id} (pid {self.pid} on host {self.host}) since {self.since}"
+
+
+def _identity(engine: Engine) -> str:
+    """Which database an engine reaches (two policy names may reach the same one)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return "sqlite:" + os.path.realpath(url.database or "")
+    return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+
+
+class RunLock:
+    """The locks of one run on its application databases; ``acquire`` raises LockHeld (exit 4)."""
+
+    def __init__(self, store: StateStore, engines: dict[str, Engine], run_id: str) -> None:
+        self.store = store
+        self.engines = engines
+        self.run_id = run_id
+        self.host = hostname()
+        self.pid = os.getpid()
+        self.abandoned: list[tuple[str, str]] = []      # (run id, why) of stale leases taken over
+        self._sessions: list[Connection] = []
+        self._leases: list[str] = []
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        seen: set[str] = set()
+        try:
+            for name, engine in self.engines.items():
+                ident = _identity(engine)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                if engine.dialect.name == "postgresql":
+                    self._advisory(name, engine)
+                else:
+                    self._lease(name, ident)
+        except BaseException:
+            self.release()
+            raise
+        if self._leases:
+            self._renewer = threading.Thread(target=self._renew, name="retention-lease", daemon=True)
+            self._renewer.start()
+
+    # -- PostgreSQL ------------------------------------------------------------------
+
+    def _advisory(self, name: str, engine: Engine) -> None:
+        conn = engine.connect()
+        try:
+            tag = f"retention run={self.run_id} pid={self.pid} host={self.host}"[:63]
+            conn.execute(sa.text("SELECT set_config('application_name', :v, false)"), {"v": tag})
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k1, :k2)"),
+                               {"k1": RUN_LOCK[0], "k2": RUN_LOCK[1]}).scalar()
+            conn.commit()      # the lock is the session's: it outlives this transaction
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            holder = self._pg_holder(conn)
+            conn.close()
+            raise LockHeld(f"another run holds the lock on database '{name}': {holder}; "
+                           f"nothing was touched")
+        self._sessions.append(conn)
+
+    @staticmethod
+    def _pg_holder(conn: Connection) -> str:
+        row = conn.execute(sa.text(
+            "SELECT a.application_name, a.backend_start, a.pid FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :k1 AND l.objid = :k2 "
+            "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"k1": RUN_LOCK[0], "k2": RUN_LOCK[1]}).first()
+        conn.rollback()
+        if row is None:
+            return "a run that has just ended (try again)"
+        tag = dict(part.split("=", 1) for part in (row[0] or "").split()[1:] if "=" in part)
+        since = row[1].isoformat() if row[1] else "?"
+        if tag.get("run"):
+            return Holder(tag["run"], tag.get("host", "?"), int(tag.get("pid", 0) or 0), since).describe()
+        return f"database session {row[2]} since {since}"
+
+    # -- leases (SQLite) -----------------------------------------------------------------
+
+    def _lease(self, name: str, ident: str) -> None:
+        now = utcnow()
+        with self.store.writing() as conn:
+            row = conn.execute(sa.select(L).where(L.c.name == ident)).first()
+            if row is not None:
+                holder = Holder(row.run_id, row.host, row.pid, row.acquired_at)
+                stale = self._stale(row, now)
+                if stale is None:
+                    raise LockHeld(f"another run holds the lock on database '{name}': {holder.describe()}; "
+                                   f"nothing was touched")
+                conn.execute(L.delete().where(L.c.name == ident, L.c.run_id == row.run_id))
+                self.abandoned.append((row.run_id, stale))
+            conn.execute(L.insert().values(name=ident, run_id=self.run_id, host=self.host, pid=self.pid,
+                                           acquired_at=now.isoformat(),
+                                           expires_at=(now + timedelta(seconds=LEASE_SECONDS)).isoformat()))
+        self._leases.append(ident)
+
+    def _stale(self, row, now: datetime) -> str | None:
+        """Why a lease no longer holds (None: it does)."""
+        if row.host == self.host and not pid_alive(row.pid):
+            return f"its process {row.pid} on {row.host} is gone"
+        if datetime.fromisoformat(row.expires_at) <= now:
+            return f"its lease expired at {row.expires_at}"
+        return None
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 4):
+            until = (utcnow() + timedelta(seconds=LEASE_SECONDS)).isoformat()
+            try:
+                with self.store.writing() as conn:
+                    conn.execute(L.update().where(L.c.name.in_(self._leases), L.c.run_id == self.run_id)
+                                 .values(expires_at=until))
+            except SQLAlchemyError:
+                pass    # tried again at the next beat; the lease lasts four beats
+
+    def release(self) -> None:
+        """Give back every lock and lease this run holds (idempotent)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+            self._renewer = None
+        for conn in self._sessions:
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k1, :k2)"), {"k1": RUN_LOCK[0], "k2": RUN_LOCK[1]})
+                conn.commit()
+                conn.close()
+            except SQLAlchemyError:
+                conn.invalidate()     # really close the session, and with it the lock
+        self._sessions = []
+        if self._leases:
+            try:
+                with self.store.writing() as conn:
+                    conn.execute(L.delete().where(L.c.name.in_(self._leases), L.c.run_id == self.run_id))
+            except SQLAlchemyError:
+                pass    # the lease expires by itself
+            self._leases = []

@@ -1,0 +1,85 @@
+"""Helpers for tests of a run's life: state stores, the audit table, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.shopkit import HASH_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def state_url(request, tmp_path):
+    """URL of an empty state store, once per engine (a PostgreSQL database of its own)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state-store.db'}"
+        return
+    server = request.getfixturevalue("pg_server")
+    name = f"t_state_{uuid.uuid4().hex[:12]}"
+    url = server.create_database(name)
+    try:
+        yield url
+    finally:
+        server.drop_database(name)
+
+
+def with_state(policy: str, url: str) -> str:
+    """Point the policy file at another state store."""
+    path = Path(policy)
+    text = re.sub(r'^\s*state_url = ".*"$', f'state_url = "{url}"', path.read_text(), count=1, flags=re.M)
+    path.write_text(text)
+    return policy
+
+
+def state_url_of(policy: str) -> str:
+    return re.search(r'^\s*state_url = "(.*)"$', Path(policy).read_text(), flags=re.M).group(1)
+
+
+def audit_rows(url: str) -> list[dict]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM retention_audit ORDER BY seq"))]
+    finally:
+        engine.dispose()
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    env.update(HASH_ENV)
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def retention(*args: str, **kw) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess; returns the completed process (text output)."""
+    return subprocess.run([sys.executable, "-m", "retention", *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=kw.pop("timeout", 120), **kw)
+
+
+def start(*args: str, **kw) -> subprocess.Popen:
+    """Start the CLI in a subprocess (stdout, stderr to pipes)."""
+    return subprocess.Popen([sys.executable, "-m", "retention", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(), **kw)
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (bounded; the bound is no assertion on speed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,224 @@
+"""SIGTERM and SIGINT: the batch under way finishes or rolls back whole, the report is printed,
+the run is recorded as interrupted, and the process exits 143 or 130.
+
+Real subprocesses and real signals.  A run is held inside a batch by the test
+holding a lock the batch needs; the test then signals it and lets go (the
+batch finishes) or not (the batch is cancelled and rolls back).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from tests.runkit import audit_rows, start, state_url_of, wait_for
+from tests.shopkit import LOGS_PURGE
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+ROWS = 40
+
+
+def _logs(shop) -> None:
+    shop.user(1)
+    shop.insert("logs", *[dict(id=i, user_id=1, ip="10.0.0.1", created_at=datetime(2026, 1, 1))
+                          for i in range(1, ROWS + 1)])
+
+
+def _policy(shop, stop_timeout: str) -> str:
+    return shop.policy(LOGS_PURGE, settings=f'batch_size = 2\nlock_timeout = "60s"\nstop_timeout = "{stop_timeout}"')
+
+
+def _kinds(state: str) -> list[str]:
+    try:
+        return [r["kind"] for r in audit_rows(state)]
+    except sa.exc.SQLAlchemyError:
+        return []
+
+
+def _sqlite_write_locked(url: str) -> bool:
+    engine = sa.create_engine(url, connect_args={"timeout": 0})
+    try:
+        with engine.connect() as conn:
+            conn.connection.dbapi_connection.isolation_level = None
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("ROLLBACK")
+        return False
+    except sa.exc.OperationalError:
+        return True
+    finally:
+        engine.dispose()
+
+
+def _hold_mid_batch_sqlite(shop, state: str):
+    """Hold the state store so the run waits writing a batch's intent: its batch is open, uncommitted."""
+    wait_for(lambda: "run-started" in _kinds(state), what="the run to start")
+    for _ in range(50):
+        engine = sa.create_engine(state)
+        conn = engine.connect()
+        conn.connection.dbapi_connection.isolation_level = None
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        time.sleep(0.3)
+        if _sqlite_write_locked(shop.url):       # the run holds the app database's write lock: mid-batch
+            return engine, conn
+        conn.exec_driver_sql("ROLLBACK")         # between batches: let it go on, try again
+        conn.close()
+        engine.dispose()
+        time.sleep(0.02)
+    raise AssertionError("never caught the run inside a batch")
+
+
+def _assert_stopped_after_whole_batches(shop, proc, state: str, code: int, name: str) -> dict:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    report = json.loads(out)                                      # the report was printed
+    assert report["interrupted"] == name and report["exit_code"] == code
+    rule = report["rules"][0]
+    assert rule["status"] == "interrupted"
+    left = shop.count("logs")
+    assert ROWS - left == rule["touch"]                            # what it says it did is what it did
+    assert rule["touch"] % 2 == 0 and 0 < rule["touch"] < ROWS    # whole batches, and it stopped early
+    rows = audit_rows(state)
+    committed = sum(json.loads(r["body"])["touched"] for r in rows if r["kind"] == "batch-committed")
+    assert committed == rule["touch"]
+    assert [r["kind"] for r in rows].count("batch-intent") == [r["kind"] for r in rows].count("batch-committed")
+    ended = json.loads(rows[-1]["body"])
+    assert rows[-1]["kind"] == "run-ended" and ended["outcome"] == "interrupted"
+    assert shop.dangling() == []
+    return report
+
+
+def test_sigterm_mid_batch_on_sqlite_commits_the_batch_whole(sqlite_shop):
+    _logs(sqlite_shop)
+    policy = _policy(sqlite_shop, "30s")
+    state = state_url_of(policy)
+    proc = start("run", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    try:
+        engine, conn = _hold_mid_batch_sqlite(sqlite_shop, state)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        conn.exec_driver_sql("ROLLBACK")          # let the intent be written: the batch commits
+        conn.close()
+        engine.dispose()
+        _assert_stopped_after_whole_batches(sqlite_shop, proc, state, 143, "SIGTERM")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _pg_waiting(shop) -> bool:
+    with shop.engine.connect() as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar())
+
+
+def test_sigterm_mid_batch_on_postgresql_commits_the_batch_whole(pg_shop):
+    _logs(pg_shop)
+    policy = _policy(pg_shop, "30s")
+    state = state_url_of(policy)
+    blocker = pg_shop.engine.connect()
+    blocker.execute(sa.text("SELECT id FROM logs WHERE id = 3 FOR UPDATE"))    # batch 2 waits for it
+    proc = start("run", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    try:
+        wait_for(lambda: _pg_waiting(pg_shop), what="the run to wait inside batch 2")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        blocker.rollback()                        # batch 2 goes on and commits whole
+        report = _assert_stopped_after_whole_batches(pg_shop, proc, state, 143, "SIGTERM")
+        assert report["rules"][0]["touch"] == 4
+    finally:
+        blocker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigint_with_a_batch_that_cannot_finish_rolls_it_back_within_stop_timeout(pg_shop):
+    _logs(pg_shop)
+    policy = _policy(pg_shop, "2s")
+    state = state_url_of(policy)
+    blocker = pg_shop.engine.connect()
+    blocker.execute(sa.text("SELECT id FROM logs WHERE id = 3 FOR UPDATE"))    # and never let go
+    proc = start("run", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    try:
+        wait_for(lambda: _pg_waiting(pg_shop), what="the run to wait inside batch 2")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        report = json.loads(out)
+        assert report["interrupted"] == "SIGINT"
+        assert report["rules"][0]["touch"] == 2 and report["rules"][0]["status"] == "interrupted"
+    finally:
+        blocker.rollback()
+        blocker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert pg_shop.count("logs") == ROWS - 2          # batch 2 rolled back whole
+    rows = audit_rows(state)
+    assert [r["kind"] for r in rows].count("batch-committed") == 1
+    assert json.loads(rows[-1]["body"])["outcome"] == "interrupted"
+
+
+def test_a_wait_no_cancel_reaches_ends_at_stop_timeout_and_the_database_rolls_back(sqlite_shop):
+    _logs(sqlite_shop)
+    policy = _policy(sqlite_shop, "2s")
+    state = state_url_of(policy)
+    proc = start("run", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    engine = None
+    try:
+        engine, conn = _hold_mid_batch_sqlite(sqlite_shop, state)
+        proc.send_signal(signal.SIGTERM)          # the state store stays held: the intent cannot be written
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143
+        assert "not stopped within settings.stop_timeout" in err
+        conn.exec_driver_sql("ROLLBACK")
+        conn.close()
+    finally:
+        if engine is not None:
+            engine.dispose()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rows = audit_rows(state)
+    committed = sum(json.loads(r["body"])["touched"] for r in rows if r["kind"] == "batch-committed")
+    assert ROWS - sqlite_shop.count("logs") == committed      # the open batch left nothing behind
+    assert rows[-1]["kind"] != "run-ended"
+    assert sqlite_shop.dangling() == []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_dry_run_stopped_reports_what_it_counted(sqlite_shop, sig, code):
+    _logs(sqlite_shop)
+    policy = _policy(sqlite_shop, "30s")
+    state = state_url_of(policy)
+    blocker = sqlite_shop.engine.connect()
+    blocker.connection.dbapi_connection.isolation_level = None
+    state_engine = None
+    proc = start("plan", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    try:
+        wait_for(lambda: "run-started" in _kinds(state), what="the plan to start")
+        state_engine = sa.create_engine(state)
+        with state_engine.connect() as conn:       # hold the state store: the plan cannot record its end yet
+            conn.connection.dbapi_connection.isolation_level = None
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            proc.send_signal(sig)
+            time.sleep(0.3)
+            conn.exec_driver_sql("ROLLBACK")
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        assert json.loads(out)["interrupted"] == signal.Signals(sig).name
+    finally:
+        blocker.close()
+        if state_engine is not None:
+            state_engine.dispose()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sqlite_shop.count("logs") == ROWS
