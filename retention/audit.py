@@ -26,17 +26,25 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Mapping
+import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention.errors import RetentionError
+from retention.events import (BatchCommitted, BatchIntent, Event, RuleEnded, RunAbandoned, RunEnded,
+                              RunStarted)
+from retention.plan import RulePlan
 from retention.state import StateStore
 from retention.state.tables import audit as T
 from retention.timectx import utcnow
+
+if TYPE_CHECKING:
+    from retention.config import Config
+    from retention.runtime import Run
 
 GENESIS = "0" * 64
 KEY_ENVS = ("RETENTION_AUDIT_KEY", "RETENTION_HASH_KEY")
@@ -214,3 +222,87 @@ def runs(entries: list[Entry]) -> list[dict]:
         elif e.kind == "run-abandoned":
             r["outcome"] = "interrupted (" + e.body.get("reason", "abandoned") + ")"
     return list(out.values())
+
+
+# -- the audit trail: a run's subscriber ----------------------------------------------------------
+
+class AuditTrail:
+    """Writes a run's events to the audit log (:mod:`retention.audit`).
+
+    Batch keys of a subject table (whose keys name people) are written as
+    keyed hashes; see the module's docstring.  A simulation's batches are
+    not written: nothing they did was kept; its rule counts are.
+    """
+
+    def __init__(self, log_: AuditLog, key: bytes | None, config: Config) -> None:
+        self.log = log_
+        self.key = key
+        self.subject_tables = {s.table for s in config.model.subjects.values()}
+
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, "_" + type(event).__name__, None)
+        if handler:
+            handler(event)
+
+    def _append(self, run: Run, kind: str, body: dict, run_id: str | None = None) -> None:
+        entry = self.log.append(run_id or run.run_id, kind, body)
+        if run.report is not None:
+            run.report.audit_seq, run.report.audit_head = entry.seq, entry.hash
+
+    def _RunStarted(self, e: RunStarted) -> None:
+        r = e.run
+        self._append(r, "run-started", {
+            "mode": r.mode.name, "policy_path": r.config.path, "policy_sha256": r.config.sha256,
+            "now": r.session.ctx.now.isoformat(), "user": r.user, "host": r.host, "pid": os.getpid(),
+            "only": list(r.only or []), "allow_large": r.allow_large,
+            **({"plan_sha256": r.mode.reviewed.sha256} if getattr(r.mode, "reviewed", None) else {})})
+
+    def _RunAbandoned(self, e: RunAbandoned) -> None:
+        self._append(e.run, "run-abandoned", {"reason": e.reason, "found_by": e.run.run_id},
+                     run_id=e.abandoned_run_id)
+
+    def _keys(self, plan: RulePlan, lo, hi) -> dict:
+        if plan.rule.table not in self.subject_tables:
+            return {"lo": lo, "hi": hi, "form": "plain"}
+        if self.key is None:
+            return {"lo": None, "hi": None, "form": "withheld (no RETENTION_AUDIT_KEY or RETENTION_HASH_KEY)"}
+        return {"lo": keyed(self.key, lo), "hi": keyed(self.key, hi), "form": "hmac-sha256"}
+
+    def _batch(self, kind: str, e: BatchIntent | BatchCommitted) -> None:
+        if not e.run.mode.commits:
+            return
+        self._append(e.run, kind, {
+            "rule": e.plan.rule.name, "table": e.plan.rule.table, "batch": e.batch,
+            "keys": self._keys(e.plan, e.lo, e.hi), "touched": e.touched,
+            "cascaded": {f"{table} {action}": n for (table, action), n in e.cascaded.items()}})
+
+    def _BatchIntent(self, e: BatchIntent) -> None:
+        self._batch("batch-intent", e)
+
+    def _BatchCommitted(self, e: BatchCommitted) -> None:
+        self._batch("batch-committed", e)
+
+    def _RuleEnded(self, e: RuleEnded) -> None:
+        o = e.outcome
+        self._append(e.run, "rule-ended", {
+            "rule": o.rule, "action": o.action, "table": o.table, "status": o.status, "due": o.due,
+            "protected": {f"{p.kind}:{p.name}": p.rows for p in o.protected}, "touched": o.touch,
+            "unchanged": o.unchanged, "remaining": o.remaining,
+            "cascaded": {f"{c.table} {c.action} via {c.via}": c.rows for c in o.cascades},
+            "batches": o.batches, "guard": o.guard.state, "error": o.error})
+
+    def _SubjectErased(self, e) -> None:
+        """An erasure request's subject, inside its transaction (retention.ledger.SubjectErased)."""
+        x = e.erasure
+        self._append(e.run, "request-erased", {
+            "request": e.request, "subject": x.subject, "subject_hash": e.subject_hash, "status": x.status,
+            "tables": dict(x.tables), "protected": [p.to_dict() for p in x.protected]})
+
+    def _RunEnded(self, e: RunEnded) -> None:
+        r = e.report
+        self._append(e.run, "run-ended", {
+            "outcome": e.outcome, "exit_code": r.exit_code, "interrupted": r.interrupted,
+            "skipped": list(r.skipped), "errors": list(r.errors),
+            "started_at": r.started_at.isoformat() if r.started_at else None,
+            "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+            "totals": {k: v for k, v in r.to_dict()["totals"].items()}})

@@ -855,7 +855,7 @@ def statements(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCo
     scratch = RuleOutcome(rule=plan.rule.name, action=plan.rule.action, table=plan.rule.table,
                           cascades=list(empty_cascades(plan).values()) if plan.cascade else [])
     try:
-        _enforce(recording, plan, settings, ctx, opts, scratch, _Silent(), limit=limit)
+        _enforce(recording, plan, settings, ctx, opts, scratch, _Silent(), limit=limit, hooks=BatchHooks())
     except EnoughRecorded:
         pass
     return [show_statement(*sent) for sent in recording.sent]

@@ -30,19 +30,19 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention import commands
-from retention.audit import AuditLog, audit_key, keyed
+from retention.audit import AuditLog, AuditTrail, audit_key
 from retention.config import Config
 from retention.dialects.base import duration_ms
 from retention.errors import ConfigError, RetentionError
+from retention.events import BatchCommitted, BatchIntent, Event, RuleEnded, RunAbandoned, RunEnded, RunStarted
 from retention.execute import BatchHooks, ExecOptions, describe_error, execute_rule
 from retention.ledger import LedgerWriter
 from retention.locks import RunLock, hostname
@@ -141,62 +141,6 @@ def mode_for(*, dry_run: bool = False, simulate: bool = False, reviewed: Reviewe
     if simulate:
         return MODES["simulation"]()
     return MODES["dry-run" if dry_run else "run"]()
-
-
-# -- events ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RunStarted:
-    run: "Run"
-
-
-@dataclass(frozen=True)
-class RunAbandoned:
-    """A run found the lease of an earlier one that died without ending (SIGKILL, a lost host)."""
-
-    run: "Run"
-    abandoned_run_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class BatchIntent:
-    """A batch's statements ran; it is about to commit.  A subscriber that raises rolls it back."""
-
-    run: "Run"
-    plan: RulePlan
-    batch: int
-    lo: Any
-    hi: Any
-    touched: int
-    cascaded: dict
-
-
-@dataclass(frozen=True)
-class BatchCommitted:
-    run: "Run"
-    plan: RulePlan
-    batch: int
-    lo: Any
-    hi: Any
-    touched: int
-    cascaded: dict
-
-
-@dataclass(frozen=True)
-class RuleEnded:
-    run: "Run"
-    outcome: RuleOutcome
-
-
-@dataclass(frozen=True)
-class RunEnded:
-    run: "Run"
-    report: Report
-    outcome: str
-
-
-Event = RunStarted | RunAbandoned | BatchIntent | BatchCommitted | RuleEnded | RunEnded
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -500,87 +444,3 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):      # a container user without a passwd entry
         return f"uid {os.getuid()}"
-
-
-# -- the audit trail: a subscriber -----------------------------------------------------------------
-
-class AuditTrail:
-    """Writes a run's events to the audit log (:mod:`retention.audit`).
-
-    Batch keys of a subject table (whose keys name people) are written as
-    keyed hashes; see the module's docstring.  A simulation's batches are
-    not written: nothing they did was kept; its rule counts are.
-    """
-
-    def __init__(self, log_: AuditLog, key: bytes | None, config: Config) -> None:
-        self.log = log_
-        self.key = key
-        self.subject_tables = {s.table for s in config.model.subjects.values()}
-
-    def __call__(self, event: Event) -> None:
-        handler = getattr(self, "_" + type(event).__name__, None)
-        if handler:
-            handler(event)
-
-    def _append(self, run: Run, kind: str, body: dict, run_id: str | None = None) -> None:
-        entry = self.log.append(run_id or run.run_id, kind, body)
-        if run.report is not None:
-            run.report.audit_seq, run.report.audit_head = entry.seq, entry.hash
-
-    def _RunStarted(self, e: RunStarted) -> None:
-        r = e.run
-        self._append(r, "run-started", {
-            "mode": r.mode.name, "policy_path": r.config.path, "policy_sha256": r.config.sha256,
-            "now": r.session.ctx.now.isoformat(), "user": r.user, "host": r.host, "pid": os.getpid(),
-            "only": list(r.only or []), "allow_large": r.allow_large,
-            **({"plan_sha256": r.mode.reviewed.sha256} if isinstance(r.mode, ApplyPlan) else {})})
-
-    def _RunAbandoned(self, e: RunAbandoned) -> None:
-        self._append(e.run, "run-abandoned", {"reason": e.reason, "found_by": e.run.run_id},
-                     run_id=e.abandoned_run_id)
-
-    def _keys(self, plan: RulePlan, lo, hi) -> dict:
-        if plan.rule.table not in self.subject_tables:
-            return {"lo": lo, "hi": hi, "form": "plain"}
-        if self.key is None:
-            return {"lo": None, "hi": None, "form": "withheld (no RETENTION_AUDIT_KEY or RETENTION_HASH_KEY)"}
-        return {"lo": keyed(self.key, lo), "hi": keyed(self.key, hi), "form": "hmac-sha256"}
-
-    def _batch(self, kind: str, e: BatchIntent | BatchCommitted) -> None:
-        if not e.run.mode.commits:
-            return
-        self._append(e.run, kind, {
-            "rule": e.plan.rule.name, "table": e.plan.rule.table, "batch": e.batch,
-            "keys": self._keys(e.plan, e.lo, e.hi), "touched": e.touched,
-            "cascaded": {f"{table} {action}": n for (table, action), n in e.cascaded.items()}})
-
-    def _BatchIntent(self, e: BatchIntent) -> None:
-        self._batch("batch-intent", e)
-
-    def _BatchCommitted(self, e: BatchCommitted) -> None:
-        self._batch("batch-committed", e)
-
-    def _RuleEnded(self, e: RuleEnded) -> None:
-        o = e.outcome
-        self._append(e.run, "rule-ended", {
-            "rule": o.rule, "action": o.action, "table": o.table, "status": o.status, "due": o.due,
-            "protected": {f"{p.kind}:{p.name}": p.rows for p in o.protected}, "touched": o.touch,
-            "unchanged": o.unchanged, "remaining": o.remaining,
-            "cascaded": {f"{c.table} {c.action} via {c.via}": c.rows for c in o.cascades},
-            "batches": o.batches, "guard": o.guard.state, "error": o.error})
-
-    def _SubjectErased(self, e) -> None:
-        """An erasure request's subject, inside its transaction (retention.ledger.SubjectErased)."""
-        x = e.erasure
-        self._append(e.run, "request-erased", {
-            "request": e.request, "subject": x.subject, "subject_hash": e.subject_hash, "status": x.status,
-            "tables": dict(x.tables), "protected": [p.to_dict() for p in x.protected]})
-
-    def _RunEnded(self, e: RunEnded) -> None:
-        r = e.report
-        self._append(e.run, "run-ended", {
-            "outcome": e.outcome, "exit_code": r.exit_code, "interrupted": r.interrupted,
-            "skipped": list(r.skipped), "errors": list(r.errors),
-            "started_at": r.started_at.isoformat() if r.started_at else None,
-            "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-            "totals": {k: v for k, v in r.to_dict()["totals"].items()}})

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
+from retention import commands
 from tests.runkit import audit_rows, start, state_url_of, wait_for
-from tests.shopkit import LOGS_PURGE
+from tests.shopkit import HASH_ENV, LOGS_PURGE
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 ROWS = 40
@@ -194,31 +196,34 @@ def test_a_wait_no_cancel_reaches_ends_at_stop_timeout_and_the_database_rolls_ba
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_dry_run_stopped_reports_what_it_counted(sqlite_shop, sig, code):
+def test_a_dry_run_stopped_before_its_rules_skips_them_and_says_so(sqlite_shop, sig, code):
     _logs(sqlite_shop)
     policy = _policy(sqlite_shop, "30s")
-    state = state_url_of(policy)
-    blocker = sqlite_shop.engine.connect()
-    blocker.connection.dbapi_connection.isolation_level = None
-    state_engine = None
+    commands.state_upgrade(policy, env=HASH_ENV)
+    state_engine = sa.create_engine(state_url_of(policy))
+    held = state_engine.connect()
+    held.connection.dbapi_connection.isolation_level = None
+    held.exec_driver_sql("BEGIN IMMEDIATE")     # the plan cannot write its first audit entry yet
     proc = start("plan", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        wait_for(lambda: "run-started" in _kinds(state), what="the plan to start")
-        state_engine = sa.create_engine(state)
-        with state_engine.connect() as conn:       # hold the state store: the plan cannot record its end yet
-            conn.connection.dbapi_connection.isolation_level = None
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            proc.send_signal(sig)
-            time.sleep(0.3)
-            conn.exec_driver_sql("ROLLBACK")
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == code, err
-        assert json.loads(out)["interrupted"] == signal.Signals(sig).name
+        wait_for(lambda: any('"event": "start"' in line for line in lines), what="the plan to start")
+        proc.send_signal(sig)                   # it waits to write run-started: no rule has run
+        time.sleep(0.3)
+        held.exec_driver_sql("ROLLBACK")
+        out = proc.stdout.read()
+        assert proc.wait(timeout=120) == code, "".join(lines)
+        report = json.loads(out)
+        assert report["interrupted"] == signal.Signals(sig).name
+        assert report["rules"] == [] and report["skipped"] == ["logs-purge"]
     finally:
-        blocker.close()
-        if state_engine is not None:
-            state_engine.dispose()
+        held.close()
+        state_engine.dispose()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert sqlite_shop.count("logs") == ROWS
+    ended = json.loads(audit_rows(state_url_of(policy))[-1]["body"])
+    assert ended["outcome"] == "interrupted" and ended["skipped"] == ["logs-purge"]

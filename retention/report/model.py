@@ -204,7 +204,7 @@ class Report:
             "errors": list(self.errors),
             "audit": {"seq": self.audit_seq, "head": self.audit_head},
             "exit_code": self.exit_code,
-            **({"plan": self.plan} if self.plan is not None else {}),
+            "plan": self.plan,
             "requests": {**self.requests_summary(), "items": list(self.requests), "ledger": list(self.ledger),
                          "notifications": self.notifications},
         }
