@@ -176,12 +176,42 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
         tables = sorted({r.table for r in s.config.rules})
         # privileges first: the database's compile check below would fail on a missing grant
         # and call the policy invalid, when it is the login that lacks something
-        access = privileges.check(s.engines, build_plans(s.binding, s.ctx, None))
+        access = privileges.check(s.engines, build_plans(s.binding, s.ctx, None) + _request_plans(s),
+                                  _queue_needs(s))
         if not access.ok:
             raise privileges.MissingPrivileges(access.missing)
         plans = _prepare(s, None)
         return CheckResult(s.config.path, len(plans), tables, s.binding.warnings + policy_warnings(s.config),
                            access.notes)
+
+
+def _request_plans(s: Session) -> list[RulePlan]:
+    """What erasure requests run, for the privileges check: per linked table a delete, and the
+    restrict that keeps what a hold or floor protects (the key bound is only a placeholder:
+    which columns and tables the statements use does not depend on it)."""
+    from retention.requests.erase import RESTRICT_COLUMN, build_subject_op
+    plans = []
+    for request in s.config.model.requests:
+        for p in build_subject_op(s.binding, s.ctx, request, None).plans:
+            plans.append(p)
+            if RESTRICT_COLUMN in p.table.table.c:
+                rule = p.rule.model_copy(update={"action": "restrict", "restrict_column": RESTRICT_COLUMN})
+                plans.append(RulePlan(rule=rule, table=p.table, impl=p.impl, due=p.due, protectors=[]))
+    return plans
+
+
+def _queue_needs(s: Session) -> list[privileges.Need]:
+    """An app's own request queue: the job reads it and sets each request's status."""
+    out = []
+    for request in s.config.model.requests:
+        if request.table == "state.requests":
+            continue
+        bound = s.binding.catalog.tables[request.table]
+        t, why = bound.table, f"request '{request.name}' reads its queue and sets each request's status"
+        columns = (request.status_column, *(("completed_at",) if "completed_at" in t.c else ()))
+        out += [privileges.Need(bound.db, "SELECT", t.schema, t.name, (), why),
+                privileges.Need(bound.db, "UPDATE", t.schema, t.name, columns, why)]
+    return out
 
 
 def _prepare(s: Session, only: list[str] | None, failed: dict[str, str] | None = None) -> list[RulePlan]:

@@ -168,13 +168,14 @@ def _plan_table(plan: RulePlan, key: str) -> sa.Table:
 
 # --- asking the databases ---------------------------------------------------------
 
-def check(engines: Mapping[str, Engine], plans: list[RulePlan]) -> PrivilegeReport:
-    """What each database's login lacks for ``plans``: every missing grant, all at once."""
+def check(engines: Mapping[str, Engine], plans: list[RulePlan], extra: Iterable[Need] = ()) -> PrivilegeReport:
+    """What each database's login lacks for ``plans`` (and ``extra`` needs that no plan
+    shows, such as updating a request queue's status): every missing grant, all at once."""
     from retention.dialects import impl_for
 
     report = PrivilegeReport()
     by_db: dict[str, list[Need]] = {}
-    for need in needs(plans):
+    for need in [*needs(plans), *extra]:
         by_db.setdefault(need.db, []).append(need)
     tables = {p.table.db: p.table.table for p in plans}
     for db, engine in engines.items():

@@ -13,6 +13,8 @@ import io
 import json
 
 import pytest
+
+from retention.errors import RetentionError
 import structlog
 
 from retention import commands
@@ -65,6 +67,7 @@ def test_a_connection_error_never_shows_the_sslpassword(tmp_path):
     path = tmp_path / "policies.toml"
     path.write_text('version = 1\n[databases.shop]\nurl = "${DB_URL}"\n')
     url = "postgresql+psycopg://app@127.0.0.1:1/shop?sslpassword=Kp4ss-phrase&sslmode=disable"
-    with pytest.raises(ConfigError) as e:
+    # an unreachable database is a runtime failure (exit 1), not an invalid file
+    with pytest.raises(RetentionError) as e:
         commands.check(str(path), env={"DB_URL": url})
-    assert "Kp4ss-phrase" not in str(e.value)
+    assert e.value.exit_code == 1 and "Kp4ss-phrase" not in str(e.value) and "sslpassword=***" in str(e.value)

@@ -236,7 +236,7 @@ def test_the_readme_role_is_enough_for_the_demo_policy(pg_url, tmp_path):
         result = commands.check(str(root / "policies.toml"), env=env)
         assert result.rules > 0
         report = commands.run(str(root / "policies.toml"), now=NOW, env=env)
-        assert report.exit_code == 0, [(o.rule, o.error) for o in report.rules if o.error]
+        assert report.exit_code == 0, ([(o.rule, o.error) for o in report.rules if o.error], report.errors, [r.get("error") for r in report.requests])
     finally:
         with engine.begin() as c:
             c.exec_driver_sql(f"DROP OWNED BY {role}")

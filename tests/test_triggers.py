@@ -186,7 +186,8 @@ def test_without_triggers_the_common_path_reads_nothing_more(shop):
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
     assert (out.status, out.touch, out.not_done) == ("ok", 3, [])
-    deletes = [i for i, s in enumerate(statements) if s.lstrip().upper().startswith("DELETE")]
+    # (the job's own state store, a database of its own, is not the application's: leave it out)
+    deletes = [i for i, s in enumerate(statements) if s.lstrip().upper().startswith("DELETE") and "retention_" not in s]
     assert len(deletes) == 1
     # the batch's delete is the last statement against the logs table: no look again
     assert not any("logs" in s for s in statements[deletes[0] + 1:])
