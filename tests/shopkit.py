@@ -7,6 +7,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as mysql_types
 
 from retention import commands
 
@@ -52,6 +53,11 @@ keep = "3y"
 """
 
 
+#: a timestamp with microseconds on every engine, as PostgreSQL and SQLite keep them: MySQL's
+#: and MariaDB's plain DATETIME drops the fraction (00:00:00.5 is stored as 00:00:00)
+MOMENT = sa.DateTime().with_variant(mysql_types.DATETIME(fsp=6), "mysql", "mariadb")
+
+
 def schema(md: sa.MetaData) -> None:
     sa.Table("users", md,
              sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -59,19 +65,19 @@ def schema(md: sa.MetaData) -> None:
              sa.Column("name", sa.String(80)),
              sa.Column("phone", sa.String(30)),
              sa.Column("status", sa.String(10), nullable=False, server_default="active"),
-             sa.Column("created_at", sa.DateTime, nullable=False),
-             sa.Column("closed_at", sa.DateTime),
+             sa.Column("created_at", MOMENT, nullable=False),
+             sa.Column("closed_at", MOMENT),
              sa.Column("birth_date", sa.Date),
-             sa.Column("parental_consent_at", sa.DateTime),
+             sa.Column("parental_consent_at", MOMENT),
              sa.Column("last_ip", sa.String(45)),
-             sa.Column("anonymized_at", sa.DateTime),
-             sa.Column("restricted_at", sa.DateTime),
+             sa.Column("anonymized_at", MOMENT),
+             sa.Column("restricted_at", MOMENT),
              # a rule the schema check cannot foresee fails here, in the database
              sa.CheckConstraint("name IS NULL OR name <> 'nobody'", name="users_name_not_nobody"))
     sa.Table("orders", md,
              sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
              sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
-             sa.Column("completed_at", sa.DateTime),
+             sa.Column("completed_at", MOMENT),
              sa.Column("total", sa.Numeric(12, 2)),
              sa.Column("buyer_name", sa.String(80)),
              sa.Column("shipping", sa.String(200)))
@@ -87,11 +93,11 @@ def schema(md: sa.MetaData) -> None:
              sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
              sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id")),
              sa.Column("ip", sa.String(45)),
-             sa.Column("created_at", sa.DateTime, nullable=False))
+             sa.Column("created_at", MOMENT, nullable=False))
     sa.Table("merchants", md,
              sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
              sa.Column("name", sa.String(80)),
-             sa.Column("closed_at", sa.DateTime))
+             sa.Column("closed_at", MOMENT))
     sa.Table("merchant_customers", md,
              sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
              sa.Column("merchant_id", sa.Integer, sa.ForeignKey("merchants.id"), nullable=False),
@@ -99,7 +105,7 @@ def schema(md: sa.MetaData) -> None:
     sa.Table("legal_holds", md,
              sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
              sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
-             sa.Column("released_at", sa.DateTime))
+             sa.Column("released_at", MOMENT))
 
 
 class Shop:

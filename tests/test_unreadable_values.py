@@ -87,8 +87,11 @@ def test_a_value_a_strategy_cannot_handle_leaves_the_rest_of_the_table_processed
 def test_a_stored_value_python_cannot_read_is_counted_never_shown(shop):
     for i in (1, 2, 3):
         shop.user(i, status="closed", closed_at=OLD)
-    bad = "'not-a-date-garbage'" if shop.engine.dialect.name == "sqlite" else "'-infinity'"
+    bad = {"sqlite": "'not-a-date-garbage'", "postgresql": "'-infinity'"}.get(shop.engine.dialect.name, "'0000-00-00'")
     with shop.engine.begin() as c:
+        if shop.engine.dialect.name in ("mysql", "mariadb"):
+            # a zero date, which a permissive sql_mode lets an application write
+            c.exec_driver_sql("SET SESSION sql_mode = ''")
         c.exec_driver_sql(f"UPDATE users SET birth_date = {bad} WHERE id = 2")
     policy = shop.policy(ANONYMIZE + """
         [[rules]]
@@ -121,3 +124,23 @@ def test_a_tripped_guard_keeps_the_rows_not_done_in_remaining(shop):
                   "closed-anonymize")
     assert (out.status, out.touch, out.remaining) == ("guard_tripped", 0, 3) and adds_up(out)
     assert shop.count("users", shop.t("users").c.anonymized_at.is_not(None)) == 0
+
+
+def test_mariadb_zero_date_clocks_do_not_fail_the_rule(mariadb_url, tmp_path):
+    from tests.shopkit import Shop
+    shop = Shop(mariadb_url, tmp_path)
+    try:
+        shop.insert("logs", dict(id=1, user_id=None, ip="10.1.2.3", created_at=OLD))
+        with shop.engine.begin() as c:
+            # what a permissive sql_mode lets an application store; PyMySQL hands these back as text
+            c.exec_driver_sql("SET SESSION sql_mode = ''")
+            c.exec_driver_sql("INSERT INTO logs (id, ip, created_at) VALUES "
+                              "(2, '10.1.2.3', '0000-00-00 00:00:00'), (3, '10.1.2.3', '2019-00-10 00:00:00')")
+        policy = shop.policy(LOGS_PURGE)
+        plan = outcome(shop.run(policy, dry_run=True, now=NOW), "logs-purge")
+        assert (plan.status, plan.due, plan.touch, plan.unreadable_clocks) == ("ok", 3, 3, 2)
+        assert plan.oldest_clock is not None and plan.oldest_clock.year == 2020
+        out = outcome(shop.run(policy, now=NOW), "logs-purge")
+        assert (out.status, out.touch, out.unreadable_clocks) == ("ok", 3, 2) and shop.ids("logs") == []
+    finally:
+        shop.close()

@@ -10,6 +10,7 @@ too; the session settings always follow the server actually reached.
 from __future__ import annotations
 
 import math
+import weakref
 from decimal import Decimal
 from typing import ClassVar
 
@@ -28,6 +29,7 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Un
                         "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "Etc/Greenwich"})
 
 _UNKNOWN_TIME_ZONE = 1298      # ER_UNKNOWN_TIME_ZONE
+_CLIENT_FOUND_ROWS = 2         # the protocol's capability flag, the same for every driver
 
 _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
 
@@ -63,6 +65,59 @@ def session_settings(settings, mariadb: bool) -> list[tuple[str, object]]:
     return out
 
 
+class _Readable:
+    """A temporal column whose every value reaches Python as a date, or fails to be read.
+
+    PyMySQL hands a value Python cannot hold (the zero date ``0000-00-00``, a
+    zero month or day, year 0, which a permissive ``sql_mode`` lets an
+    application store) back as its text, where a date was due: the job would
+    pass a string to a strategy.  Failing the read instead lets the batch count
+    the row as unreadable, never show it, and go on with the others.
+    """
+
+    def result_processor(self, dialect, coltype):
+        inner = super().result_processor(dialect, coltype)
+
+        def process(value):
+            if isinstance(value, str):
+                raise ValueError("a stored date Python cannot represent")   # the value is not shown
+            return inner(value) if inner else value
+
+        return process
+
+
+class ReadableDate(_Readable, mysql_types.DATE):
+    """A DATE read only as a date (see :class:`_Readable`)."""
+
+
+class ReadableDateTime(_Readable, mysql_types.DATETIME):
+    """A DATETIME read only as a datetime (see :class:`_Readable`)."""
+
+
+class ReadableTimestamp(_Readable, mysql_types.TIMESTAMP):
+    """A TIMESTAMP read only as a datetime (see :class:`_Readable`)."""
+
+
+#: engines whose reflected dates are read strictly: the job's own (see prepare_engine)
+_JOB_ENGINES: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@event.listens_for(sa.Table, "column_reflect")
+def _readable_dates(inspector, table, column_info):  # pragma: no cover - trivial
+    bind = getattr(inspector.bind, "engine", inspector.bind)
+    if bind not in _JOB_ENGINES:
+        return
+    kind = column_info["type"]
+    if isinstance(kind, _Readable):
+        return
+    if isinstance(kind, mysql_types.TIMESTAMP):
+        column_info["type"] = ReadableTimestamp(timezone=kind.timezone, fsp=kind.fsp)
+    elif isinstance(kind, mysql_types.DATETIME):
+        column_info["type"] = ReadableDateTime(timezone=kind.timezone, fsp=kind.fsp)
+    elif isinstance(kind, mysql_types.DATE):
+        column_info["type"] = ReadableDate()
+
+
 @register
 class MySQLImpl(DialectImpl):
     name: ClassVar[str] = "mysql"
@@ -75,6 +130,16 @@ class MySQLImpl(DialectImpl):
     writes_may_read_their_table: ClassVar[bool] = False
 
     def prepare_engine(self, engine: Engine, settings=None) -> None:
+        _JOB_ENGINES.add(engine)
+
+        @event.listens_for(engine, "do_connect")
+        def _changed_rows(_dialect, _record, _cargs, cparams):  # pragma: no cover - trivial
+            # SQLAlchemy asks for CLIENT.FOUND_ROWS: an UPDATE's count is then the rows it
+            # matched, and a row a BEFORE UPDATE trigger put back unchanged counts as done.
+            # The job needs the rows the database really changed (every row a batch writes
+            # differs: done rows are never selected), so a shortfall makes it look again
+            cparams["client_flag"] = cparams.get("client_flag", 0) & ~_CLIENT_FOUND_ROWS
+
         @event.listens_for(engine, "connect")
         def _session(dbapi_conn, _record):  # pragma: no cover - trivial
             with dbapi_conn.cursor() as cur:
@@ -92,6 +157,12 @@ class MySQLImpl(DialectImpl):
                             f"the server knows no time zone named {value}: load its time-zone tables "
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
+
+    def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
+        # zero dates and dates with a zero month or day (a permissive sql_mode stores them)
+        if not isinstance(col_type, (sa.Date, sa.DateTime)):
+            return None
+        return sa.and_(sa.func.year(col) >= 1, sa.func.month(col) >= 1, sa.func.dayofmonth(col) >= 1)
 
     def other_schemas(self, engine: Engine) -> list[str]:
         """Databases on the same server whose tables reference the URL's database, transitively.
