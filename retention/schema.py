@@ -391,6 +391,11 @@ def _explicit_hops(catalog: Catalog, table_key: str, override: list[str]) -> lis
             if not matches:
                 raise LookupError(f"'{step}' is not a foreign-key column of {current}; write '{step} -> table.column'")
             fk = matches[0]
+        if split_table(fk.parent)[0] != db:
+            # holds and requests join the path in one database's SQL: a step into another
+            # database could never be followed, and holds would silently protect nothing
+            raise LookupError(f"'{step}' leads into another database ('{split_table(fk.parent)[0]}'): a subject "
+                              f"path must stay in {table_key}'s database '{db}'")
         bound, parent = catalog.get(current), catalog.get(fk.parent)
         if bound is None or bound.column(fk.column) is None:
             raise LookupError(f"no column '{fk.column}' in {current}")
