@@ -57,21 +57,25 @@ def _sqlite_write_locked(url: str) -> bool:
 
 
 def _hold_mid_batch_sqlite(shop, state: str):
-    """Hold the state store so the run waits writing a batch's intent: its batch is open, uncommitted."""
+    """Hold the state store so the run waits writing a batch's intent: its batch is open, uncommitted.
+
+    Taken once the run has started and held from then on: nothing else is written to the
+    store before the first batch's intent, so that write must wait inside the open batch.
+    """
     wait_for(lambda: "run-started" in _kinds(state), what="the run to start")
-    for _ in range(50):
-        engine = sa.create_engine(state)
-        conn = engine.connect()
-        conn.connection.dbapi_connection.isolation_level = None
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        time.sleep(0.3)
-        if _sqlite_write_locked(shop.url):       # the run holds the app database's write lock: mid-batch
-            return engine, conn
-        conn.exec_driver_sql("ROLLBACK")         # between batches: let it go on, try again
+    engine = sa.create_engine(state)
+    conn = engine.connect()
+    conn.connection.dbapi_connection.isolation_level = None
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        # the run holds the app database's write lock and waits on ours: mid-batch
+        wait_for(lambda: _sqlite_write_locked(shop.url), what="the run to open a batch")
+    except AssertionError:
+        conn.exec_driver_sql("ROLLBACK")
         conn.close()
         engine.dispose()
-        time.sleep(0.02)
-    raise AssertionError("never caught the run inside a batch")
+        raise
+    return engine, conn
 
 
 def _assert_stopped_after_whole_batches(shop, proc, state: str, code: int, name: str) -> dict:
