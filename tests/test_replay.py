@@ -1,6 +1,7 @@
 """Replay: a database restored from a backup gets every later ledger erasure again, and nothing else changes.
 
-SQLite: the backup is a copy of the database file.  PostgreSQL: pg_dump and
+SQLite: the backup is a copy of the database file.  MariaDB: mariadb-dump and
+the mariadb client.  PostgreSQL: pg_dump and
 pg_restore from the server's own binaries (tests/pgserver.py finds them).
 """
 
@@ -36,6 +37,20 @@ def _take_backup(shop, tmp_path: Path):
         def restore() -> None:
             shop.engine.dispose()
             shutil.copy(copy, url.database)
+        return restore
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        # mariadb-dump writes the schema and rows as SQL; the mariadb client plays it back
+        login = ["-h", url.host, "-P", str(url.port), "-u", url.username] + \
+                ([f"-p{url.password}"] if url.password else [])
+        dump = tmp_path / "backup.sql"
+        with open(dump, "wb") as out:
+            subprocess.run([shutil.which("mariadb-dump") or "mysqldump", *login, url.database], stdout=out,
+                           check=True)
+
+        def restore() -> None:
+            shop.engine.dispose()
+            with open(dump, "rb") as src:
+                subprocess.run([shutil.which("mariadb") or "mysql", *login, url.database], stdin=src, check=True)
         return restore
     from tests.pgserver import find_bindir
     bindir = find_bindir()
