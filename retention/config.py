@@ -384,6 +384,8 @@ def _value_problems(data: Mapping, path: str) -> list[ConfigError]:
 
 NOT_BUILT_YET: list[tuple[str, Any, str]] = [
     ("rules[].check", None, "k-anonymity checks ([rules.check]) are not built yet; remove the key"),
+    ("requests[].action", lambda v: v == "anonymize",
+     "erasure requests erase by 'delete' in this release; action = \"anonymize\" is not built yet"),
     ("rules[].columns.*", lambda v: v == "fake" or (isinstance(v, Mapping) and v.get("strategy") == "fake"),
      "the 'fake' strategy is not built yet; use 'hash', 'mask', 'constant' or 'null'"),
     ("tables.*.partitions", lambda v: v != "delete",
