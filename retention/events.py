@@ -58,6 +58,15 @@ class BatchCommitted:
 
 
 @dataclass(frozen=True)
+class RuleCounted:
+    """A rule is counted and guarded, nothing touched yet: ``outcome.guard.rows`` is what it may touch."""
+
+    run: "Run"
+    plan: RulePlan
+    outcome: RuleOutcome
+
+
+@dataclass(frozen=True)
 class RuleEnded:
     run: "Run"
     outcome: RuleOutcome
@@ -70,4 +79,4 @@ class RunEnded:
     outcome: str
 
 
-Event = RunStarted | RunAbandoned | BatchIntent | BatchCommitted | RuleEnded | RunEnded
+Event = RunStarted | RunAbandoned | RuleCounted | BatchIntent | BatchCommitted | RuleEnded | RunEnded

@@ -31,7 +31,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Settings
 from retention.errors import RetentionError
-from retention.log import Progress, progress
 from retention.plan import CascadeStep, RulePlan, Variant
 from retention.report.model import Cascade, Guard, Protection, RuleOutcome
 from retention.timectx import TimeContext
@@ -385,9 +384,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             # the run does at most what was counted and guarded: rows that become workable
             # meanwhile (a hold released, a row unblocked by this very rule) wait for the next run
             if out.guard.rows:
-                with progress(out.guard.rows, plan.rule.name) as bar:
-                    _enforce(tx, plan, settings, ctx, opts, out, bar, limit=out.guard.rows,
-                             hooks=hooks or BatchHooks())
+                _enforce(tx, plan, settings, ctx, opts, out, limit=out.guard.rows, hooks=hooks or BatchHooks())
             # counted rows not touched, including those the batches could not do (out.not_done)
             out.remaining = out.due - out.protected_total - out.unchanged - out.touch
     except (SQLAlchemyError, RetentionError) as e:
@@ -487,7 +484,7 @@ _NO_MORE = object()
 
 
 def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
-             opts: ExecOptions, out: RuleOutcome, bar: Progress, limit: int, hooks: BatchHooks) -> None:
+             opts: ExecOptions, out: RuleOutcome, limit: int, hooks: BatchHooks) -> None:
     """Run the batches, adding each committed batch's counts to ``out``; touch at most ``limit`` rows.
 
     A batch the database could not finish as selected (a trigger cancelled a
@@ -502,7 +499,7 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     lines = dict(zip(empty_cascades(plan), out.cascades))
     met: dict[str, int] = {}
     try:
-        _batches(tx, plan, ctx, opts, out, bar, limit, size, settings, lines, met, hooks)
+        _batches(tx, plan, ctx, opts, out, limit, size, settings, lines, met, hooks)
     finally:
         for reason, n in met.items():
             # the count already found the values it could not read or anonymize (the batches
@@ -514,7 +511,7 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
 
 
 def _batches(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptions, out: RuleOutcome,
-             bar: Progress, limit: int, size: int, settings: Settings, lines: dict, met: dict,
+             limit: int, size: int, settings: Settings, lines: dict, met: dict,
              hooks: BatchHooks) -> None:
     candidates, exact = _candidates(plan, opts)
     lo = None
@@ -547,7 +544,6 @@ def _batches(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptio
             break
         # committed: only now does the batch count
         out.touch += touched
-        bar.advance(touched)
         out.batches += 1
         for key, n in cascaded.items():
             lines[key].rows += n
@@ -855,15 +851,10 @@ def statements(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCo
     scratch = RuleOutcome(rule=plan.rule.name, action=plan.rule.action, table=plan.rule.table,
                           cascades=list(empty_cascades(plan).values()) if plan.cascade else [])
     try:
-        _enforce(recording, plan, settings, ctx, opts, scratch, _Silent(), limit=limit, hooks=BatchHooks())
+        _enforce(recording, plan, settings, ctx, opts, scratch, limit=limit, hooks=BatchHooks())
     except EnoughRecorded:
         pass
     return [show_statement(*sent) for sent in recording.sent]
-
-
-class _Silent:
-    def advance(self, n: int) -> None:
-        pass
 
 
 def show_statement(statement: str, parameters, executemany: bool, names: tuple | None = None) -> str:

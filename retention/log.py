@@ -275,3 +275,32 @@ def progress(total: int | None, label: str, *, stream: TextIO | None = None) -> 
             ...
     """
     return Progress(total, label, stream if stream is not None else sys.stderr)
+
+
+class ProgressDisplay:
+    """A run subscriber (:meth:`retention.runtime.Run.subscribe`): one bar per rule that touches rows.
+
+    The bar opens when a rule is counted and guarded (its total is what the
+    rule may touch), advances as batches commit, and closes when the rule ends.
+    Like every :class:`Progress`, it draws only on a TTY.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.bar: Progress | None = None
+
+    def __call__(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "RuleCounted":
+            self._close()
+            if event.run.mode.executes and event.outcome.guard.rows and event.outcome.status == "ok":
+                self.bar = progress(event.outcome.guard.rows, event.plan.rule.name, stream=self.stream).__enter__()
+        elif kind == "BatchCommitted" and self.bar is not None:
+            self.bar.advance(event.touched)
+        elif kind in ("RuleEnded", "RunEnded"):
+            self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

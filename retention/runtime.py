@@ -42,10 +42,12 @@ from retention.audit import AuditLog, AuditTrail, audit_key
 from retention.config import Config
 from retention.dialects.base import duration_ms
 from retention.errors import ConfigError, RetentionError
-from retention.events import BatchCommitted, BatchIntent, Event, RuleEnded, RunAbandoned, RunEnded, RunStarted
+from retention.events import (BatchCommitted, BatchIntent, Event, RuleCounted, RuleEnded, RunAbandoned, RunEnded,
+                              RunStarted)
 from retention.execute import BatchHooks, ExecOptions, describe_error, execute_rule
 from retention.ledger import LedgerWriter
 from retention.locks import RunLock, hostname
+from retention.log import ProgressDisplay
 from retention.plan import RulePlan
 from retention.planfile import ReviewedPlan, document
 from retention.requests.fulfil import fulfil as fulfil_requests
@@ -192,6 +194,7 @@ class Run(BatchHooks):
 
     def counted(self, plan, out) -> None:
         self.mode.counted(plan, out)
+        self.emit(RuleCounted(self, plan, out))
 
     def before_commit(self, plan, batch, lo, hi, touched, cascaded) -> None:
         self.emit(BatchIntent(self, plan, batch, lo, hi, touched, dict(cascaded)))
@@ -220,6 +223,7 @@ class Run(BatchHooks):
                     self.subscribe(AuditTrail(AuditLog(store), audit_key(self.env), session.config))
                     self.ledger = LedgerWriter(store, session.config, session.ctx.now)
                     self.subscribe(self.ledger)
+                    self.subscribe(ProgressDisplay())
                     self.store = store
                     self._watch_connections([*session.engines.values(), store.engine])
                     lock = RunLock(store, session.engines, session.run_id) if self.mode.takes_lock else None
