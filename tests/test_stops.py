@@ -56,26 +56,33 @@ def _sqlite_write_locked(url: str) -> bool:
         engine.dispose()
 
 
-def _hold_mid_batch_sqlite(shop, state: str):
-    """Hold the state store so the run waits writing a batch's intent: its batch is open, uncommitted.
+def _start_held_mid_batch_sqlite(shop, policy: str, state: str):
+    """Start a run and stop it inside its first batch: (process, engine, connection holding the state store).
 
-    Taken once the run has started and held from then on: nothing else is written to the
-    store before the first batch's intent, so that write must wait inside the open batch.
+    The app database is held first, so the run (after writing ``run-started``, the last
+    thing it writes to the state store before its first batch's intent) waits at that batch.
+    Then the state store is held and the app database let go: the batch opens, and waits
+    writing its intent, uncommitted.
     """
-    wait_for(lambda: "run-started" in _kinds(state), what="the run to start")
-    engine = sa.create_engine(state)
-    conn = engine.connect()
-    conn.connection.dbapi_connection.isolation_level = None
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    app = sa.create_engine(shop.url)
+    app_conn = app.connect()
+    app_conn.connection.dbapi_connection.isolation_level = None
+    app_conn.exec_driver_sql("BEGIN IMMEDIATE")
+    proc = start("run", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    engine = conn = None
     try:
-        # the run holds the app database's write lock and waits on ours: mid-batch
-        wait_for(lambda: _sqlite_write_locked(shop.url), what="the run to open a batch")
-    except AssertionError:
-        conn.exec_driver_sql("ROLLBACK")
-        conn.close()
-        engine.dispose()
-        raise
-    return engine, conn
+        wait_for(lambda: "run-started" in _kinds(state), what="the run to start")
+        engine = sa.create_engine(state)
+        conn = engine.connect()
+        conn.connection.dbapi_connection.isolation_level = None
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        app_conn.exec_driver_sql("ROLLBACK")
+        app_conn.close()
+        app.dispose()
+    # the run holds the app database's write lock and waits on ours: mid-batch
+    wait_for(lambda: _sqlite_write_locked(shop.url), what="the run to open its first batch")
+    return proc, engine, conn
 
 
 def _assert_stopped_after_whole_batches(shop, proc, state: str, code: int, name: str) -> dict:
@@ -102,9 +109,8 @@ def test_sigterm_mid_batch_on_sqlite_commits_the_batch_whole(sqlite_shop):
     _logs(sqlite_shop)
     policy = _policy(sqlite_shop, "30s")
     state = state_url_of(policy)
-    proc = start("run", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
+    proc, engine, conn = _start_held_mid_batch_sqlite(sqlite_shop, policy, state)
     try:
-        engine, conn = _hold_mid_batch_sqlite(sqlite_shop, state)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         conn.exec_driver_sql("ROLLBACK")          # let the intent be written: the batch commits
@@ -176,10 +182,8 @@ def test_a_wait_no_cancel_reaches_ends_at_stop_timeout_and_the_database_rolls_ba
     _logs(sqlite_shop)
     policy = _policy(sqlite_shop, "2s")
     state = state_url_of(policy)
-    proc = start("run", "-c", policy, "--now", NOW.isoformat(), "--format", "json")
-    engine = None
+    proc, engine, conn = _start_held_mid_batch_sqlite(sqlite_shop, policy, state)
     try:
-        engine, conn = _hold_mid_batch_sqlite(sqlite_shop, state)
         proc.send_signal(signal.SIGTERM)          # the state store stays held: the intent cannot be written
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 143
