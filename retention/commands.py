@@ -24,7 +24,7 @@ from retention.dialects.drivers import MissingDriver
 from retention.errors import ConfigError, ConfigErrors, RetentionError
 from retention.execute import cascade_selections, describe_error
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
-from retention.plan import RulePlan, build_plans
+from retention.plan import RulePlan, build_plans, walk
 from retention import privileges
 from retention.report.model import Report
 from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, policy_tables, resolve_column_path
@@ -363,13 +363,7 @@ def overlaps(plan: RulePlan, plans: list[RulePlan]) -> list[str]:
 
 def _changes(p: RulePlan) -> set[str]:
     """Tables whose rows the rule deletes or rewrites: its own, and its cascade's."""
-    tables = {p.table.key}
-    stack = list(p.cascade)
-    while stack:
-        step = stack.pop()
-        tables.add(step.fk.child)
-        stack.extend(step.children)
-    return tables
+    return {p.table.key} | {step.fk.child for step in walk(p.cascade)}
 
 
 def _reads(p: RulePlan) -> set[str]:

@@ -21,7 +21,7 @@ For a rule on table ``T`` the plan holds:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
@@ -69,6 +69,13 @@ class CascadeStep:
     fk: ForeignKey
     action: str                                   # delete | detach
     children: tuple["CascadeStep", ...] = ()
+
+
+def walk(steps: Iterable[CascadeStep]) -> Iterator[CascadeStep]:
+    """Every step of a cascade, each parent before its children."""
+    for step in steps:
+        yield step
+        yield from walk(step.children)
 
 
 @dataclass(frozen=True)

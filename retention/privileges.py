@@ -30,8 +30,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import visitors
 
 from retention.errors import RetentionError
-from retention.execute import _locks_parents, cascade_selections
-from retention.plan import CascadeStep, RulePlan
+from retention.execute import _locks_parents, cascade_selections, plan_table
+from retention.plan import RulePlan, walk
 
 #: privileges in the order they are listed
 KINDS = ("USAGE", "SELECT", "LOCK", "UPDATE", "DELETE")
@@ -113,12 +113,6 @@ def _columns_read(*exprs) -> dict[sa.Table, set[str]]:
     return found
 
 
-def _walk(steps: Iterable[CascadeStep]) -> Iterable[CascadeStep]:
-    for step in steps:
-        yield step
-        yield from _walk(step.children)
-
-
 def needs(plans: Iterable[RulePlan]) -> list[Need]:
     """Every privilege the plans' statements need, one :class:`Need` per (rule, table, kind)."""
     out: list[Need] = []
@@ -137,8 +131,8 @@ def needs(plans: Iterable[RulePlan]) -> list[Need]:
             if _locks_parents(p) and p.impl.supports_for_update:
                 out.append(Need(db, "LOCK", t.schema, t.name, (p.pk_columns[0].name,),
                                 f"{who} locks its batch (SELECT ... FOR UPDATE)"))
-            for step in _walk(p.cascade):
-                child = _plan_table(p, step.fk.child)
+            for step in walk(p.cascade):
+                child = plan_table(p, step.fk.child)
                 if step.action == "delete":
                     out.append(Need(db, "DELETE", child.schema, child.name,
                                     why=f"{who} deletes from it through {step.fk.via}"))
@@ -160,10 +154,6 @@ def needs(plans: Iterable[RulePlan]) -> list[Need]:
     schemas = sorted({(n.db, n.schema or "") for n in out})
     out += [Need(db, "USAGE", schema or None, None, why="the policy's tables live in it") for db, schema in schemas]
     return out
-
-
-def _plan_table(plan: RulePlan, key: str) -> sa.Table:
-    return plan.table.table.metadata.tables[key.split(".", 1)[1]]
 
 
 # --- asking the databases ---------------------------------------------------------
