@@ -158,6 +158,12 @@ class MySQLImpl(DialectImpl):
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
 
+    def rewrites_writes(self, conn, table: sa.Table) -> bool:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = COALESCE(:s, DATABASE()) AND EVENT_OBJECT_TABLE = :t"),
+            {"s": table.schema, "t": table.name}).scalar())
+
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         # zero dates and dates with a zero month or day (a permissive sql_mode stores them)
         if not isinstance(col_type, (sa.Date, sa.DateTime)):

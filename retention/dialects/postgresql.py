@@ -72,6 +72,14 @@ class PostgreSQLImpl(DialectImpl):
                     cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             dbapi_conn.commit()
 
+    def rewrites_writes(self, conn, table: sa.Table) -> bool:
+        # user triggers (not the ones foreign keys install) and rules other than a view's
+        name = conn.dialect.identifier_preparer.format_table(table)
+        return bool(conn.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) AND NOT tgisinternal) "
+            "OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = CAST(:t AS regclass) AND rulename <> '_RETURN')"),
+            {"t": name}).scalar())
+
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         # -infinity, infinity and BC values fall outside these bounds; a timestamptz keeps a day's
         # margin, since it is read in the session time zone
