@@ -122,6 +122,14 @@ def test_pace_sizes_the_next_batch_by_time():
     assert 200 <= pace.rows <= 400
 
 
+def test_pace_leaves_the_statements_half_the_target_whatever_a_batch_costs_besides():
+    pace = Pace(seconds=0.2, ceiling=1_000_000)
+    pace.learn(500, 0.3, working=0.1)         # 0.2 s of commit and audit: the statements still get 0.075 s
+    assert pace.rows == 375
+    pace.learn(375, 0.1, working=0.05)        # 0.05 s besides: the statements get 0.1 s
+    assert pace.rows == 750
+
+
 def test_pace_never_passes_its_ceiling():
     pace = Pace(seconds=10.0, ceiling=7)
     assert pace.rows == 7

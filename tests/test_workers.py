@@ -8,14 +8,18 @@ in the audit trail.  SQLite writes one transaction at a time: it runs with one.
 from __future__ import annotations
 
 import json
+import signal
+import time
 from datetime import datetime, timezone
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from retention.cli import cli
 from retention.execute import rules
+from tests.runkit import audit_rows, start, state_url_of, wait_for
 from tests.shopkit import HASH_ENV, HOLDS, LOGS_PURGE, cascades, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -116,3 +120,44 @@ def test_sqlite_runs_with_one_worker_and_says_why(sqlite_shop):
 def test_workers_must_be_at_least_one(shop):
     result = CliRunner().invoke(cli, ["--config", shop.policy(LOGS_PURGE), "run", "--workers", "0"], env=HASH_ENV)
     assert result.exit_code == 2
+
+
+def test_sigterm_lets_each_worker_finish_its_batch_whole(pg_shop):
+    shop = pg_shop
+    shop.user(1)
+    shop.insert("logs", *[dict(id=i, user_id=1, ip="10.0.0.1", created_at=OLD) for i in range(1, 41)])
+    policy = shop.policy(LOGS_PURGE, settings='batch_size = 2\nmax_batch_seconds = 1000\nlock_timeout = "60s"\n'
+                                              'stop_timeout = "30s"')
+    state = state_url_of(policy)
+    blocker = shop.engine.connect()
+    # the first batch takes keys 1-2; then each worker waits inside its next batch, on key 3 or key 5
+    blocker.execute(sa.text("SELECT id FROM logs WHERE id IN (3, 5) FOR UPDATE"))
+    proc = start("run", "-c", policy, "--workers", "2", "--now", NOW.isoformat(), "--format", "json")
+    try:
+        wait_for(lambda: _waiting(shop) == 2, what="both workers to wait inside a batch")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        blocker.rollback()                        # both batches go on and commit whole
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err
+        report = json.loads(out)
+        assert report["interrupted"] == "SIGTERM"
+        rule = report["rules"][0]
+        assert rule["status"] == "interrupted" and rule["touch"] == 6
+        assert shop.ids("logs") == list(range(7, 41))
+        rows = audit_rows(state)
+        committed = [json.loads(r["body"]) for r in rows if r["kind"] == "batch-committed"]
+        assert sorted(b["touched"] for b in committed) == [2, 2, 2]
+        assert [r["kind"] for r in rows].count("batch-intent") == 3
+    finally:
+        blocker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _waiting(shop) -> int:
+    with shop.engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar())

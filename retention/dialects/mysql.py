@@ -158,6 +158,12 @@ class MySQLImpl(DialectImpl):
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
 
+    def retryable(self, error: Exception) -> bool:
+        # a deadlock (1213): InnoDB rolled the whole transaction back, so the batch may simply run again
+        orig = getattr(error, "orig", None) or error
+        code = orig.args[0] if getattr(orig, "args", None) else None
+        return code == 1213 or super().retryable(error)
+
     def rewrites_writes(self, conn, table: sa.Table) -> bool:
         return bool(conn.execute(sa.text(
             "SELECT count(*) FROM information_schema.TRIGGERS "

@@ -21,10 +21,11 @@ from retention.timectx import TimeContext
 def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions) -> RuleOutcome:
     """What the rule would do now: the dry-run numbers.
 
-    One statement reads the table once for all of them (due rows by protector,
-    rows to touch, floors that hold back a column, the oldest clock, the
-    forecast, the table's size); only an anonymization done in Python reads
-    its rows again, batch by batch.
+    One statement reads the table once for due rows by protector, the oldest
+    clock, the forecast and the table's size.  The rows to touch are counted
+    apart, with the rule's own ``WHERE`` (which the planner can turn into an
+    anti-join, where a per-row CASE would run its subqueries row by row); an
+    anonymization done in Python reads its rows, batch by batch.
     """
     rule, t = plan.rule, plan.table.table
     out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis)
@@ -38,10 +39,6 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     row = {"b": bucket,
            "clock": plan.clock if readable is None else sa.case((readable, plan.clock)),
            "unreadable": sa.literal(0) if readable is None else sa.case((readable, 0), else_=1)}
-    touch = _touch_sql(plan, opts)
-    row |= {f"touch{i}": flag(cond) for i, cond in enumerate(touch)}
-    kept = [v for v in plan.variants if v.kept] if rule.action == "anonymize" else []
-    row |= {f"kept{i}": flag(sa.and_(plan.work, v.predicate)) for i, v in enumerate(kept)}
     row |= {f"later{i}": flag(sa.and_(plan.conditions, plan.clock.is_not(None), cond))
             for i, cond in enumerate(plan.forecast.values())}
     sub = sa.select(*(v.label(k) for k, v in row.items())).select_from(t).subquery()
@@ -49,26 +46,23 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     # CASE keeps the per-row predicates to the rows they concern (the planner inlines the subquery)
     total = lambda name, rows: sa.func.coalesce(sa.func.sum(sa.case((rows, sub.c[name]), else_=0)), 0)  # noqa: E731
     aggs = [sa.func.count(), sa.func.min(sub.c.clock), total("unreadable", due)]
-    aggs += [total(k, due) for k in row if k.startswith(("touch", "kept"))]
     aggs += [total(k, sub.c.b == -2) for k in row if k.startswith("later")]
     groups = conn.execute(sa.select(sub.c.b, *aggs).group_by(sub.c.b)).all()
-    sums = [0] * (len(aggs) - 3)
     counts, oldest, table_rows, later = {}, None, 0, [0] * len(plan.forecast)
     for b, n, clock, unreadable, *rest in groups:
         b, table_rows = int(b), table_rows + int(n)
         if b == -2:
-            later = [int(x) for x in rest[len(rest) - len(later):]] if later else later
+            later = [int(x) for x in rest]
             continue
         counts[b] = int(n)
         out.unreadable_clocks += int(unreadable)
         if clock is not None and (oldest is None or clock < oldest):
             oldest = clock
-        sums = [a + int(x) for a, x in zip(sums, rest)]
     out.due = sum(counts.values())
     out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)
                      if counts.get(i)]
     short: dict[str, int] = {}
-    out.touch = sum(sums[:len(touch)]) + count_touch(conn, plan, opts, short, False)
+    out.touch = count_touch(conn, plan, opts, short)
     for reason, n in short.items():
         out.add_not_done(reason, n, NOT_DONE[reason])
     out.remaining = out.not_done_total
@@ -77,35 +71,23 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
         out.cascades = count_cascades(conn, plan, Roots(plan.work))
     if rule.action == "anonymize":
         # only floors that actually hold back a column on some row this rule reaches
-        found = sums[len(touch):len(touch) + len(kept)]
-        out.kept_columns = sorted({c for v, n in zip(kept, found) if n for c in v.kept})
+        out.kept_columns = sorted({c for v in plan.variants if v.kept
+                                   and _count(conn, t, plan.work, v.predicate) for c in v.kept})
     out.oldest_clock = ctx.from_column(plan.clock_type, oldest)
     out.forecast = {w: n for w, n in zip(plan.forecast, later)}
     out.guard = Guard(max_rows=plan.max_rows, max_fraction=plan.max_fraction, table_rows=table_rows)
     return out
 
 
-def _touch_sql(plan: RulePlan, opts: ExecOptions) -> list[sa.ColumnElement]:
-    """The rows to touch that SQL can tell, one predicate per part (their counts add up)."""
-    if plan.rule.action != "anonymize":
-        return [plan.work]
-    return [sa.and_(plan.work, v.predicate, _not_done(plan, v)) for v in plan.variants if _sql_path(plan, v, opts)]
-
-
-def count_touch(conn: Connection, plan: RulePlan, opts: ExecOptions, short: dict | None = None,
-                sql: bool = True) -> int:
-    """Rows the rule would change now; rows it could not (see NOT_DONE) are added to ``short``.
-
-    With ``sql=False``, only the rows anonymized in Python (the caller counted the rest).
-    """
+def count_touch(conn: Connection, plan: RulePlan, opts: ExecOptions, short: dict | None = None) -> int:
+    """Rows the rule would change now; rows it could not (see NOT_DONE) are added to ``short``."""
     t = plan.table.table
     if plan.rule.action != "anonymize":
-        return _count(conn, t, plan.work) if sql else 0
+        return _count(conn, t, plan.work)
     total = 0
     for variant in plan.variants:
         if _sql_path(plan, variant, opts):
-            if sql:
-                total += _count(conn, t, plan.work, variant.predicate, _not_done(plan, variant))
+            total += _count(conn, t, plan.work, variant.predicate, _not_done(plan, variant))
         else:
             for lo, hi in _ranges(conn, plan, sa.and_(plan.work, variant.predicate), opts.batch_size):
                 total += _anonymize_python(conn, plan, variant, _range(plan, lo, hi), None, short=short)

@@ -3,9 +3,13 @@
 A batch is a transaction holding locks the application may wait on, so its
 length is what matters (``max_batch_seconds``), and the row count that fits
 depends on the table, the engine and the load.  The first batch is small; each
-committed batch tells how many rows per second the rule goes at, and the next
-one is sized to last a little under the target (proportional control), growing
-at most fourfold at a time so that one quick batch does not make the next one huge.
+committed batch tells how many rows per second its statements went at, and
+what the batch cost besides them (its commit, its audit entry: the same for
+any number of rows).  The next batch is sized so that both together last a
+little under the target, growing at most fourfold at a time so that one quick
+batch does not make the next one huge.  Where that fixed cost alone takes most
+of the target (a slow disk's fsync), the statements still get half of it:
+smaller batches would not be shorter, only more numerous.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ class Pace:
         self.ceiling = max(1, ceiling)
         self.rows = min(FIRST_ROWS, self.ceiling)
 
-    def learn(self, rows: int, seconds: float) -> None:
-        """A batch of ``rows`` rows took ``seconds``: size the next one."""
-        if rows <= 0 or seconds <= 0:
+    def learn(self, rows: int, seconds: float, working: float | None = None) -> None:
+        """A batch of ``rows`` rows took ``seconds``, ``working`` of them in its statements: size the next one."""
+        working = seconds if working is None else min(working, seconds)
+        if rows <= 0 or working <= 0:
             return
-        ideal = rows * self.seconds * AIM / seconds
+        aim = self.seconds * AIM
+        budget = max(aim - (seconds - working), aim / 2)
+        ideal = rows * budget / working
         self.rows = int(max(1, min(ideal, self.rows * 4, self.ceiling)))
 
 

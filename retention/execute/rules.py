@@ -244,8 +244,10 @@ class _Batches:
                         start, hi, selected, computed = self._take(conn, allowance)
                     if hi is None:
                         return rest is not None, None
+                    w0 = time.monotonic()
                     touched = _batch(conn, plan, self.ctx, self.opts, _range(plan, start, hi), cascaded, allowance,
                                      short=short, selected=selected)
+                    working = time.monotonic() - w0
                     claim = touched + short.get("cancelled", 0) + short.get("changed", 0)
                     with self.lock:
                         if claim > self.limit - self.claimed or (computed and claim > pace.ceiling):
@@ -284,7 +286,7 @@ class _Batches:
             if computed:
                 self.walk.learn(start, hi, touched + sum(short.values()))
             elapsed = time.monotonic() - t0
-            pace.learn(touched, elapsed)
+            pace.learn(touched, elapsed, working)
         self.hooks.committed(plan, number, start, hi, touched, cascaded)
         log.debug("batch", rule=plan.rule.name, lo=start, hi=hi, rows=touched, next_rows=pace.rows,
                   seconds=round(elapsed, 3))
