@@ -164,3 +164,24 @@ def test_anonymizing_settings_the_schema_cannot_honour_are_refused(sqlite_shop):
     result = CliRunner().invoke(cli.cli, ["-c", policy, "check"], env=HASH_ENV)
     assert result.exit_code == 2 and "'keep' only applies" in result.output, result.output
     assert list_requests(shop.policy(POLICY), now=T0, env=HASH_ENV)["requests"] == []
+
+
+def test_replay_after_a_restore_anonymizes_the_person_again(sqlite_shop, tmp_path):
+    from datetime import timedelta
+
+    from retention.replay import replay
+    from tests.test_replay import _take_backup
+    shop = sqlite_shop
+    _fill(shop)
+    policy = shop.policy(POLICY)
+    restore = _take_backup(shop, tmp_path)
+    file_request(policy, "customer:1", now=T0, env=HASH_ENV)
+    shop.run(policy, now=T0)
+    anonymized = shop.dump()
+    restore()
+    assert {u["id"]: u for u in shop.rows("users")}[1]["name"] == "User 1"
+    result = replay(policy, backup_time=T0 - timedelta(hours=1), env=HASH_ENV)
+    assert result.erased_subjects == 1
+    assert shop.dump() == anonymized
+    again = replay(policy, backup_time=T0 - timedelta(hours=1), env=HASH_ENV)
+    assert again.to_dict()["subjects_found"] == 1 and again.erased_subjects == 0 and shop.dump() == anonymized
