@@ -185,3 +185,11 @@ def test_replay_after_a_restore_anonymizes_the_person_again(sqlite_shop, tmp_pat
     assert shop.dump() == anonymized
     again = replay(policy, backup_time=T0 - timedelta(hours=1), env=HASH_ENV)
     assert again.to_dict()["subjects_found"] == 1 and again.erased_subjects == 0 and shop.dump() == anonymized
+
+
+def test_check_names_the_linked_tables_an_anonymizing_request_deletes(sqlite_shop):
+    from retention import commands
+    policy = sqlite_shop.policy(POLICY)
+    warnings = [w for w in commands.check(policy, env=HASH_ENV).warnings if "request 'dsr'" in w]
+    assert warnings == ["request 'dsr' (anonymize): no anonymize rule covers shop.addresses: the subject's rows "
+                        "there are deleted; list a table in keep to leave it as it is"]

@@ -55,6 +55,13 @@ def _check_anonymize(binding, req) -> None:
             f"anonymize rules on that table, and no enabled rule anonymizes it: add one, or erase by "
             f"action = \"delete\"", where, "action")
     linked = {table for table, _paths in linked_tables(binding, req.subject)}
+    registers = {h.table for h in binding.config.model.holds}
+    queue = {req.table} if not Q.is_state_queue(req) else set()
+    deleted = sorted(t for t in linked - set(req.keep) - registers - queue if not anonymize_strategies(binding, t))
+    warning = (f"request '{req.name}' (anonymize): no anonymize rule covers {', '.join(deleted)}: the subject's "
+               f"rows there are deleted; list a table in keep to leave it as it is")
+    if deleted and warning not in binding.warnings:
+        binding.warnings.append(warning)
     for table in req.keep:
         if table == subject.table:
             raise binding.config.error(f"the subject's own table {table} cannot be kept: its row is what the "
