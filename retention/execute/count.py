@@ -42,11 +42,11 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     row |= {f"later{i}": flag(sa.and_(plan.conditions, plan.clock.is_not(None), cond))
             for i, cond in enumerate(plan.forecast.values())}
     sub = sa.select(*(v.label(k) for k, v in row.items())).select_from(t).subquery()
-    due = sub.c.b != -2
-    # CASE keeps the per-row predicates to the rows they concern (the planner inlines the subquery)
-    total = lambda name, rows: sa.func.coalesce(sa.func.sum(sa.case((rows, sub.c[name]), else_=0)), 0)  # noqa: E731
-    aggs = [sa.func.count(), sa.func.min(sub.c.clock), total("unreadable", due)]
-    aggs += [total(k, sub.c.b == -2) for k in row if k.startswith("later")]
+    # sums per group, each group's own picked below: the planner inlines the subquery, and a
+    # condition on the group in an aggregate would run the protectors' subqueries once more per row
+    total = lambda name: sa.func.coalesce(sa.func.sum(sub.c[name]), 0)  # noqa: E731
+    aggs = [sa.func.count(), sa.func.min(sub.c.clock), total("unreadable")]
+    aggs += [total(k) for k in row if k.startswith("later")]
     groups = conn.execute(sa.select(sub.c.b, *aggs).group_by(sub.c.b)).all()
     counts, oldest, table_rows, later = {}, None, 0, [0] * len(plan.forecast)
     for b, n, clock, unreadable, *rest in groups:
