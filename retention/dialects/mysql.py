@@ -159,10 +159,11 @@ class MySQLImpl(DialectImpl):
             dbapi_conn.commit()
 
     def retryable(self, error: Exception) -> bool:
-        # a deadlock (1213): InnoDB rolled the whole transaction back, so the batch may simply run again
+        # a deadlock (1213): InnoDB rolled the whole transaction back, so the batch may simply run again;
+        # met inside a savepoint, it surfaces as that savepoint being gone (1305) when it is rolled back
         orig = getattr(error, "orig", None) or error
         code = orig.args[0] if getattr(orig, "args", None) else None
-        return code == 1213 or super().retryable(error)
+        return code in (1213, 1305) or super().retryable(error)
 
     def rewrites_writes(self, conn, table: sa.Table) -> bool:
         return bool(conn.execute(sa.text(
