@@ -168,6 +168,7 @@ class Run(BatchHooks):
         self.user = _user()
         self.host = hostname()
         self._timers: list[threading.Timer] = []
+        self._txs: dict[str, Transactions] = {}     # per database, while rules run (batch timings)
         self._watched: list = []
         self._checked_out: set = set()
 
@@ -200,7 +201,9 @@ class Run(BatchHooks):
         self.emit(BatchIntent(self, plan, batch, lo, hi, touched, dict(cascaded)))
 
     def committed(self, plan, batch, lo, hi, touched, cascaded) -> None:
-        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded)))
+        tx = self._txs.get(plan.table.db)
+        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded),
+                                 seconds=tx.last_batch_seconds if tx is not None else None))
 
     # -- the life --------------------------------------------------------------------------------
 
@@ -310,7 +313,7 @@ class Run(BatchHooks):
         opts = ExecOptions(dry_run=not self.mode.executes, allow_large=self.allow_large,
                            force_python=self.force_python, show_sql=self.show_sql,
                            batch_size=s.config.settings.batch_size, simulated=isinstance(self.mode, Simulate))
-        txs = {db: self.mode.transactions(e) for db, e in s.engines.items()}
+        txs = self._txs = {db: self.mode.transactions(e) for db, e in s.engines.items()}
         try:
             for plan in plans:
                 if self.stop_signal:

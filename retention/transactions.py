@@ -9,6 +9,8 @@ everything on one connection inside one transaction that is rolled back.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -55,6 +57,12 @@ class Transactions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.impl = impl_for(engine)
+        self._timing = threading.local()
+
+    @property
+    def last_batch_seconds(self) -> float | None:
+        """How long this thread's last committed batch held its transaction open, BEGIN to COMMIT."""
+        return getattr(self._timing, "seconds", None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -71,11 +79,15 @@ class Transactions:
 
     @contextmanager
     def batch(self) -> Iterator[Connection]:
+        self._timing.seconds = None
         with self.engine.connect() as conn:
             self.impl.hint_write(conn)
             try:
+                began = time.monotonic()
                 with conn.begin():
                     yield conn
+                # how long the batch's locks were held: the evidence behind "short transactions"
+                self._timing.seconds = time.monotonic() - began
             finally:
                 self.impl.clear_hints(conn)
 
