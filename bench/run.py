@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", help="an existing PostgreSQL server (CREATEDB rights) instead of a throwaway one")
     ap.add_argument("--mariadb-url", help="an existing MariaDB server instead of a throwaway one")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/<timestamp>.json")
-    ap.add_argument("--write-results", action="store_true", help="also write bench/RESULTS.md")
+    ap.add_argument("--write-results", nargs="?", const=str(HERE / "RESULTS.md"), metavar="FILE",
+                    help="also write the report as markdown to FILE (default bench/RESULTS.md)")
     args = ap.parse_args(argv)
     names = [x.strip() for x in args.engines.split(",") if x.strip()]
     if set(names) - set(ENGINES):
@@ -273,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
         log(f"wrote {out.relative_to(ROOT)}")
     if args.write_results:
-        (HERE / "RESULTS.md").write_text("# Benchmark results\n\nWritten by `bench/run.py --write-results`; "
+        Path(args.write_results).write_text("# Benchmark results\n\nWritten by `bench/run.py --write-results`; "
                                          "see bench/README.md for what each figure means.\n\n" + text)
-        log("wrote bench/RESULTS.md")
+        log(f"wrote {args.write_results}")
     bad = any(not c["ok"] for r in doc["results"] for c in r["checks"].values()) or any(
         r["failed"] for r in doc["results"])
     if bad:
