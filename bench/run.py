@@ -84,16 +84,19 @@ class Bench:
     def scenario(self, s: Scenario) -> dict:
         family = FAMILIES[s.family]
         self.log(f"{self.e.name}: {s.name}")
-        url = self.e.fresh_copy(family)
+        url = self.e.fresh_copy(family)      # the first contender's copy: counted before it runs
         expected, _ = C.counts(self.e, url, s.expected(), s)
         held_before = C.counts(self.e, url, [s.protected()], s)[0][0] if s.protected() else None
         results: dict[str, list[dict]] = {}
+        fresh = True
         for name, how in self.contenders(s, url):
             if isinstance(how, str):
                 results[name] = [as_dict(C.na(name, how))]
                 continue
             for _ in range(self.repeat):
-                url = self.e.fresh_copy(family)
+                if not fresh:
+                    url = self.e.fresh_copy(family)
+                fresh = False
                 t0 = time.perf_counter()
                 m = how(url)
                 m.contender = name

@@ -54,7 +54,7 @@ from retention.requests.fulfil import fulfil as fulfil_requests
 from retention.report.model import Report, RuleOutcome
 from retention.state import open_store
 from retention.timectx import utcnow
-from retention.transactions import Simulation, Transactions
+from retention.transactions import Simulation, Transactions, take_batch_seconds
 
 log = structlog.get_logger("retention")
 
@@ -168,7 +168,6 @@ class Run(BatchHooks):
         self.user = _user()
         self.host = hostname()
         self._timers: list[threading.Timer] = []
-        self._txs: dict[str, Transactions] = {}     # per database, while rules run (batch timings)
         self._watched: list = []
         self._checked_out: set = set()
 
@@ -201,9 +200,7 @@ class Run(BatchHooks):
         self.emit(BatchIntent(self, plan, batch, lo, hi, touched, dict(cascaded)))
 
     def committed(self, plan, batch, lo, hi, touched, cascaded) -> None:
-        tx = self._txs.get(plan.table.db)
-        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded),
-                                 seconds=tx.last_batch_seconds if tx is not None else None))
+        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded), seconds=take_batch_seconds()))
 
     # -- the life --------------------------------------------------------------------------------
 
@@ -313,7 +310,7 @@ class Run(BatchHooks):
         opts = ExecOptions(dry_run=not self.mode.executes, allow_large=self.allow_large,
                            force_python=self.force_python, show_sql=self.show_sql,
                            batch_size=s.config.settings.batch_size, simulated=isinstance(self.mode, Simulate))
-        txs = self._txs = {db: self.mode.transactions(e) for db, e in s.engines.items()}
+        txs = {db: self.mode.transactions(e) for db, e in s.engines.items()}
         try:
             for plan in plans:
                 if self.stop_signal:

@@ -51,18 +51,24 @@ def observing(name: str, fn: Callable) -> Iterator[None]:
         _observers[name].remove(fn)
 
 
+_timing = threading.local()
+
+
+def take_batch_seconds() -> float | None:
+    """How long the last batch this thread committed held its transaction open, BEGIN to COMMIT.
+
+    Read once: a second call, or a call after a batch that did not commit, gives None.
+    """
+    seconds, _timing.seconds = getattr(_timing, "seconds", None), None
+    return seconds
+
+
 class Transactions:
     """Where reads and batches run: their own connection and transaction each (a run)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.impl = impl_for(engine)
-        self._timing = threading.local()
-
-    @property
-    def last_batch_seconds(self) -> float | None:
-        """How long this thread's last committed batch held its transaction open, BEGIN to COMMIT."""
-        return getattr(self._timing, "seconds", None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -79,7 +85,7 @@ class Transactions:
 
     @contextmanager
     def batch(self) -> Iterator[Connection]:
-        self._timing.seconds = None
+        _timing.seconds = None
         with self.engine.connect() as conn:
             self.impl.hint_write(conn)
             try:
@@ -87,7 +93,7 @@ class Transactions:
                 with conn.begin():
                     yield conn
                 # how long the batch's locks were held: the evidence behind "short transactions"
-                self._timing.seconds = time.monotonic() - began
+                _timing.seconds = time.monotonic() - began
             finally:
                 self.impl.clear_hints(conn)
 
