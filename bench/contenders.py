@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -171,7 +172,6 @@ def retention_run(engine, url: str, scenario: Scenario, policy_text: str, workdi
     m.rows = rule["touch"] + sum(c["rows"] for c in rule.get("cascades") or [])
     m.batches = rule["batches"]
     if report.get("started_at") and report.get("finished_at"):
-        from datetime import datetime
         m.in_run_seconds = (datetime.fromisoformat(report["finished_at"])
                             - datetime.fromisoformat(report["started_at"])).total_seconds()
     m.batch_ms = batch_durations(run_dir / "retention-state.db")
@@ -192,7 +192,6 @@ def retention_plan(policy_text: str, workdir: Path, label: str, command: str = "
     if code != 0:
         raise RuntimeError(f"retention {command} failed (exit {code}): "
                            f"{(run_dir / 'stderr.log').read_text(errors='replace')[-1500:]}")
-    from datetime import datetime
     report = json.loads((run_dir / "report.json").read_text())
     in_run = None
     if report.get("started_at") and report.get("finished_at"):

@@ -19,7 +19,7 @@ rule ``after`` (NOW - START - 500 days) finds 50% of the rows due, one for 50 da
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 START = datetime(2021, 1, 1)
@@ -174,7 +174,6 @@ class Scenario:
     checked: tuple[tuple[str, tuple[str, ...]], ...]    # (table, columns) compared between contenders
     held: bool = True         # whether legal holds reach the table
     target: str = ""          # which column of the targets table this scenario is judged against
-    extra: dict = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
