@@ -14,7 +14,6 @@ Every contender runs on a fresh copy of the same template.  What is measured:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def retention_command() -> list[str]:
     """The installed `retention` entry point next to this interpreter (else ``python -m retention``)."""
     exe = Path(sys.executable).with_name("retention")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "retention"]
+    return [str(exe.absolute())] if exe.exists() else [sys.executable, "-m", "retention"]
 
 
 def retention_supports_workers() -> bool:
@@ -124,15 +123,28 @@ def raw(engine, url: str, scenario: Scenario) -> Measure:
                    wal_bytes=None if before is None else after - before, note=f"rows per statement {rows}")
 
 
+#: Started by the benchmark, starts the contender and reports its exit, wall time and peak RSS.
+#: Linux carries the parent's peak RSS into a child across fork and exec: forked from the
+#: benchmark's own (large) process, every contender would report at least its size.
+_LAUNCHER = """
+import json, os, sys, time
+t0 = time.perf_counter()
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - t0
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "seconds": seconds, "maxrss_kb": usage.ru_maxrss}, f)
+"""
+
+
 def _spawn(argv: list[str], cwd: Path, log: Path) -> tuple[int, float, int]:
-    """Run ``argv``; return (exit code, wall seconds, peak RSS in KiB of the process and its children)."""
+    """Run ``argv`` (an absolute path first); return (exit code, wall seconds, peak RSS in KiB, children included)."""
+    out = log.with_suffix(".rusage.json")
     with open(log, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, seconds, usage.ru_maxrss
+        subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(out), *argv], cwd=cwd, stdin=subprocess.DEVNULL,
+                       stdout=err, stderr=subprocess.STDOUT, check=True)
+    got = json.loads(out.read_text())
+    return got["code"], got["seconds"], got["maxrss_kb"]
 
 
 def batch_durations(state_db: Path) -> list[float]:
