@@ -38,7 +38,6 @@ class Engine:
     """One database engine: its server, its SQL dialect pieces, templates and working copies."""
 
     name = ""
-    label = ""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -148,7 +147,7 @@ class Engine:
 # --- SQLite -------------------------------------------------------------------------------------
 
 class SQLite(Engine):
-    name, label = "sqlite", "SQLite"
+    name = "sqlite"
     bigint_pk = "INTEGER PRIMARY KEY"      # the rowid: how an SQLite application declares its key
     uuid_type = "TEXT"
     ts = "TIMESTAMP"
@@ -230,7 +229,7 @@ PG_SHOWN = ["fsync", "synchronous_commit", "full_page_writes", "wal_level", "sha
 
 
 class PostgreSQL(Engine):
-    name, label = "postgresql", "PostgreSQL"
+    name = "postgresql"
 
     def __init__(self, workdir: Path, url: str | None = None) -> None:
         super().__init__(workdir)
@@ -339,7 +338,7 @@ MARIADB_SHOWN = ["innodb_flush_log_at_trx_commit", "innodb_doublewrite", "innodb
 
 
 class MariaDB(Engine):
-    name, label = "mariadb", "MariaDB"
+    name = "mariadb"
     bigint_pk = "BIGINT PRIMARY KEY"
     uuid_type = "CHAR(36) CHARACTER SET ascii"
     ts = "DATETIME"
