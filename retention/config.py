@@ -210,7 +210,7 @@ class TableConfig(_Model):
 
     on_parent_delete: ParentAction | dict[str, ParentAction] = "block"
     subject_path: list[str] | None = None
-    #: how a partitioned table's rows go when a whole partition is due (only "delete" is built)
+    #: how a partitioned table's rows go when a whole partition is due (retention.execute.partitions)
     partitions: Literal["delete", "detach", "drop"] = "delete"
 
 
@@ -388,9 +388,6 @@ NOT_BUILT_YET: list[tuple[str, Any, str]] = [
      "erasure requests erase by 'delete' in this release; action = \"anonymize\" is not built yet"),
     ("rules[].columns.*", lambda v: v == "fake" or (isinstance(v, Mapping) and v.get("strategy") == "fake"),
      "the 'fake' strategy is not built yet; use 'hash', 'mask', 'constant' or 'null'"),
-    ("tables.*.partitions", lambda v: v != "delete",
-     "partitions = \"detach\" or \"drop\" is not built yet; partitioned tables are deleted row by row "
-     "(partitions = \"delete\")"),
 ]
 
 

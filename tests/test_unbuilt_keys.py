@@ -48,14 +48,11 @@ subject = "customer"
 subject_column = "user_id"
 action = "anonymize"
 """, "request 'dsr' key 'action'"),
-    ('[tables."shop.logs"]\npartitions = "detach"\n', "key 'partitions'"),
-    ('[tables."shop.logs"]\npartitions = "drop"\n', "key 'partitions'"),
 ]
 
 
 @pytest.mark.parametrize("body, names", UNBUILT, ids=["k-anonymity", "fake", "fake-table",
-                                                        "anonymizing-requests", "detach-partitions",
-                                                        "drop-partitions"])
+                                                        "anonymizing-requests"])
 def test_a_key_not_built_yet_is_refused_and_nothing_runs(shop, body, names):
     from datetime import datetime
     shop.user(1)
