@@ -268,6 +268,16 @@ def test_a_login_that_does_not_own_the_table_is_told_how_and_the_run_deletes_row
                     "DROP ROLE retention_job")
 
 
+def test_the_readme_example_drops_the_due_months(events):
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if 'partitions = "drop"' in b]
+    out = outcome(events.run(events.policy(example), now=NOW), "events-purge")
+    assert out.status == "ok" and [p.status for p in out.partitions] == ["dropped"] * 3
+    assert ids(events) == [7, 8]
+
+
 def test_partitions_on_a_table_that_is_not_partitioned_is_refused_naming_the_key(pg_shop):
     policy = pg_shop.policy("""
     [tables."shop.logs"]
