@@ -148,16 +148,9 @@ class DialectImpl:
         """The partitions of ``table`` that hold rows (at every level), in name order."""
         return []
 
-    def detach_partition(self, conn: Connection, part: Partition) -> None:
-        """Detach ``part`` from its parent, in the caller's transaction: it becomes a table of its own."""
-        raise NotImplementedError
-
-    def drop_detached(self, conn: Connection, part: Partition) -> None:
-        """Drop the table ``part`` became when it was detached."""
-        raise NotImplementedError
-
-    def lock_partition(self, conn: Connection, part: Partition) -> None:
-        """Take the locks detaching ``part`` needs, for the rest of the transaction."""
+    def partition_ddl(self, conn: Connection, part: Partition) -> tuple[str, str, str]:
+        """The statements that take ``part``, in one transaction: lock it (and its parent, for
+        the transaction's rest), detach it (it becomes a table of its own), drop that table."""
         raise NotImplementedError
 
     def owners(self, conn: Connection, tables: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], str]:

@@ -215,19 +215,14 @@ class PostgreSQLImpl(DialectImpl):
         quote = conn.dialect.identifier_preparer.quote
         return quote(name) if schema is None else f"{quote(schema)}.{quote(name)}"
 
-    def lock_partition(self, conn, part: Partition) -> None:
-        # the parent first, as an insert through it goes: parent, then partition (no deadlock);
-        # ACCESS EXCLUSIVE is what DETACH takes anyway, held to the end of this short transaction
-        conn.exec_driver_sql(f"LOCK TABLE {self._name(conn, part.parent_schema, part.parent)}, "
-                             f"{self._name(conn, part.schema, part.name)} IN ACCESS EXCLUSIVE MODE")
-
-    def detach_partition(self, conn, part: Partition) -> None:
-        # not CONCURRENTLY: that cannot run inside a transaction, and this one must be able to roll back
-        conn.exec_driver_sql(f"ALTER TABLE {self._name(conn, part.parent_schema, part.parent)} "
-                             f"DETACH PARTITION {self._name(conn, part.schema, part.name)}")
-
-    def drop_detached(self, conn, part: Partition) -> None:
-        conn.exec_driver_sql(f"DROP TABLE {self._name(conn, part.schema, part.name)}")
+    def partition_ddl(self, conn, part: Partition) -> tuple[str, str, str]:
+        parent, name = self._name(conn, part.parent_schema, part.parent), self._name(conn, part.schema, part.name)
+        # the parent first, as an insert through it goes (parent, then partition): no deadlock with one;
+        # ACCESS EXCLUSIVE is what DETACH takes anyway, held to the end of this short transaction.
+        # Not DETACH ... CONCURRENTLY: that cannot run inside a transaction, and this one must roll back
+        return (f"LOCK TABLE {parent}, {name} IN ACCESS EXCLUSIVE MODE",
+                f"ALTER TABLE {parent} DETACH PARTITION {name}",
+                f"DROP TABLE {name}")
 
     def owners(self, conn, tables):
         out = {}

@@ -66,6 +66,9 @@ def take_partitions(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: Ex
     verb = plan.partitions
     if opts.dry_run:
         out.partitions = [PartitionOutcome(name, verb, rows, f"would {verb}") for _part, name, rows in found]
+        if opts.show_sql and found:
+            with tx.read() as conn:
+                out.statements += _shown(conn, plan, found)
         return
     for part, name, rows in found:
         if hooks.stop_requested():
@@ -78,16 +81,17 @@ def take_partitions(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: Ex
                                 "" if verb == "drop" else f"left as the table {name}, no longer part of {plan.rule.table}")
         try:
             with tx.batch() as conn:
+                lock, detach, drop = plan.impl.partition_ddl(conn, part)
                 stage("partition.locking", conn, plan=plan, partition=part)
-                plan.impl.lock_partition(conn, part)
+                conn.exec_driver_sql(lock)
                 held, workable = _tally(conn, plan, part)
                 if held != rows or workable != rows:
                     raise _Changed(f"changed since it was counted ({rows} rows, all due; now {held} rows, "
                                    f"{workable} of them workable): deleted row by row")
-                plan.impl.detach_partition(conn, part)
+                conn.exec_driver_sql(detach)
                 stage("partition.detached", conn, plan=plan, partition=part)
                 if verb == "drop":
-                    plan.impl.drop_detached(conn, part)
+                    conn.exec_driver_sql(drop)
                 hooks.partition_intent(plan, done)
         except _Changed as e:
             out.partitions.append(PartitionOutcome(name, verb, rows, "kept", str(e)))
@@ -103,6 +107,17 @@ def take_partitions(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: Ex
         out.partitions.append(done)
         hooks.partition_committed(plan, done)
         log.info("partition", rule=plan.rule.name, partition=name, action=verb, rows=rows)
+
+
+def _shown(conn: Connection, plan: RulePlan, found: list) -> list[str]:
+    """What ``--sql`` shows of the partitions a run would take: each one's own transaction."""
+    shown = []
+    for part, name, rows in found:
+        lock, detach, drop = plan.impl.partition_ddl(conn, part)
+        lines = [f"-- {name}: {rows} rows, in a transaction of its own", f"{lock};",
+                 f"-- counted again under the lock: still {rows} rows, all due and unprotected", f"{detach};"]
+        shown.append("\n".join(lines + ([f"{drop};"] if plan.partitions == "drop" else [])))
+    return shown
 
 
 def takeable(conn: Connection, plan: RulePlan, ctx: TimeContext) -> list[tuple[Partition, str, int]]:
