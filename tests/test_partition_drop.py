@@ -311,3 +311,34 @@ def test_partitions_on_sqlite_is_refused_naming_file_table_and_key(sqlite_shop):
     message = str(e.value)
     assert policy in message and "[tables.\"shop.logs\"]" in message and "partitions" in message
     assert "PostgreSQL" in message
+
+
+def test_a_simulation_takes_the_partitions_and_rolls_everything_back(events):
+    before = events.dump(), partitions(events)
+    report = events.run(events.policy(rule()), now=NOW, simulate=True)
+    out = outcome(report, "events-purge")
+    assert report.simulated and taken(out)["shop.events_2025_03"] == ("dropped", 3) and out.touch == 6
+    assert (events.dump(), partitions(events)) == before
+
+
+def test_a_tripped_guard_takes_no_partition(events):
+    policy = events.policy(rule().replace("max_fraction = 1.0", "max_fraction = 1.0\nmax_rows = 2"))
+    out = outcome(events.run(policy, now=NOW), "events-purge")
+    assert out.status == "guard_tripped" and out.partitions == []
+    assert len(partitions(events)) == 5 and len(ids(events)) == 8
+
+
+def test_partitions_on_mariadb_is_refused_naming_the_table_and_key(mariadb_url, tmp_path):
+    from tests.shopkit import Shop
+    shop = Shop(mariadb_url, tmp_path)
+    try:
+        policy = shop.policy("""
+        [tables."shop.logs"]
+        partitions = "drop"
+        """)
+        with pytest.raises(ConfigErrors) as e:
+            commands.plan(policy, now=NOW)
+        assert "[tables.\"shop.logs\"]" in str(e.value) and "key 'partitions'" in str(e.value)
+        assert "is on mariadb" in str(e.value) and policy in str(e.value)
+    finally:
+        shop.close()
