@@ -149,8 +149,8 @@ class DialectImpl:
         return []
 
     def partition_ddl(self, conn: Connection, part: Partition) -> tuple[str, str, str]:
-        """The statements that take ``part``, in one transaction: lock it (and its parent, for
-        the transaction's rest), detach it (it becomes a table of its own), drop that table."""
+        """The statements that take ``part``, in one transaction: lock it against writes (its
+        rows are then counted again), detach it (it becomes a table of its own), drop that table."""
         raise NotImplementedError
 
     def owners(self, conn: Connection, tables: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], str]:

@@ -217,10 +217,12 @@ class PostgreSQLImpl(DialectImpl):
 
     def partition_ddl(self, conn, part: Partition) -> tuple[str, str, str]:
         parent, name = self._name(conn, part.parent_schema, part.parent), self._name(conn, part.schema, part.name)
-        # the parent first, as an insert through it goes (parent, then partition): no deadlock with one;
-        # ACCESS EXCLUSIVE is what DETACH takes anyway, held to the end of this short transaction.
-        # Not DETACH ... CONCURRENTLY: that cannot run inside a transaction, and this one must roll back
-        return (f"LOCK TABLE {parent}, {name} IN ACCESS EXCLUSIVE MODE",
+        # EXCLUSIVE on the partition alone while its rows are counted again: no row can be written
+        # to it or locked for a foreign-key check, and the application's plain reads go on; the
+        # partitioned table is locked (ACCESS EXCLUSIVE) only by DETACH itself, for the instant
+        # before COMMIT. Not DETACH ... CONCURRENTLY: that cannot run inside a transaction, and
+        # this one must be able to roll back.
+        return (f"LOCK TABLE {name} IN EXCLUSIVE MODE",
                 f"ALTER TABLE {parent} DETACH PARTITION {name}",
                 f"DROP TABLE {name}")
 

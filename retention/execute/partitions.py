@@ -16,8 +16,8 @@ delete the rows left, row by row.  A partition is taken only when
   of another table references one of its rows (those rows go through the
   batches, which delete or detach their children first).
 
-Each partition is taken in a short transaction of its own: lock the parent
-and the partition, count again under the lock (a row inserted or a hold
+Each partition is taken in a short transaction of its own: lock the
+partition against writes, count again under the lock (a row inserted or a hold
 placed since means: leave the partition to the batches), detach, and drop it
 for ``"drop"`` (``"detach"`` leaves it as a table of its own, for an archive
 step).  The statements are transactional, so a failure anywhere leaves the
