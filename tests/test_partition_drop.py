@@ -122,13 +122,22 @@ def test_sql_shows_each_partitions_own_transaction(events):
 def test_a_run_drops_the_wholly_due_partitions_and_deletes_the_rest_row_by_row(events):
     hold(events, 1, 2)
     policy = events.policy(rule() + HOLDS)
-    out = outcome(events.run(policy, now=NOW), "events-purge")
+    report = events.run(policy, now=NOW)
+    out = outcome(report, "events-purge")
     assert out.status == "ok" and out.error is None
     assert taken(out) == {"shop.events_2025_03": ("dropped", 3), "shop.events_2025_05": ("dropped", 0)}
     assert out.touch == 5 and out.remaining == 0
     # the held row keeps its partition: the row beside it went row by row, as did the due half of June
     assert partitions(events) == {"events_2025_04": True, "events_2025_06": True, "events_2026_06": True}
     assert ids(events) == [5, 7, 8]
+    # the metrics count a dropped partition's rows as deleted rows
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client import generate_latest
+    from retention.metrics import from_report, registry
+    text = generate_latest(registry(from_report(report, 1.0), last_success=None)).decode()
+    deleted = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "retention_rows_total" and s.labels["action"] == "delete"]
+    assert deleted == [5]
     again = outcome(events.run(policy, now=NOW), "events-purge")
     assert (again.touch, again.partitions) == (0, [])
 
