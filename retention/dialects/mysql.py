@@ -9,6 +9,7 @@ too; the session settings always follow the server actually reached.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import weakref
 from decimal import Decimal
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DialectImpl, duration_ms, register
+from retention.dialects.base import DialectImpl, LockHolder, duration_ms, register
 
 #: names under which the server keeps its own tables, never an application's
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -37,6 +38,20 @@ _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
 def server_is_mariadb(dbapi_conn) -> bool:
     """Whether a PyMySQL connection reached MariaDB (its version string says so)."""
     return "mariadb" in str(getattr(dbapi_conn, "server_version", "")).lower()
+
+
+#: longest name GET_LOCK accepts (MySQL 5.7+, MariaDB)
+_LOCK_NAME_MAX = 64
+#: wait_timeout's ceiling: the server must not end an idle lock session in the middle of a run
+_IDLE_FOREVER = 31536000
+
+
+def run_lock_name(database: str, scope: str) -> str:
+    """GET_LOCK's name for a run lock: the server's namespace is shared by all its databases."""
+    name = f"retention:{database}:{scope}"
+    if len(name) <= _LOCK_NAME_MAX:
+        return name
+    return "retention:" + hashlib.sha256(f"{database}\0{scope}".encode()).hexdigest()[:_LOCK_NAME_MAX - 10]
 
 
 def session_time_zone(name: str) -> str:
@@ -157,6 +172,28 @@ class MySQLImpl(DialectImpl):
                             f"the server knows no time zone named {value}: load its time-zone tables "
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
+
+    # -- the run lock: GET_LOCK, which ends with the session (MySQL 5.7+ and MariaDB alike) --
+
+    session_locks = True
+    shows_lock_holder = False      # no session can read another's variables or lock names
+
+    @staticmethod
+    def _lock_name(conn, scope: str) -> str:
+        return run_lock_name(conn.exec_driver_sql("SELECT DATABASE()").scalar() or "", scope)
+
+    def try_session_lock(self, conn, scope: str, tag: str) -> bool:
+        conn.exec_driver_sql(f"SET SESSION wait_timeout = {_IDLE_FOREVER}")
+        # 1 taken, 0 held by another session, NULL an error (the server says which)
+        got = conn.execute(sa.text("SELECT GET_LOCK(:name, 0)"), {"name": self._lock_name(conn, scope)}).scalar()
+        return got == 1
+
+    def release_session_lock(self, conn, scope: str) -> None:
+        conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock_name(conn, scope)})
+
+    def session_lock_holder(self, conn, scope: str) -> LockHolder | None:
+        session = conn.execute(sa.text("SELECT IS_USED_LOCK(:name)"), {"name": self._lock_name(conn, scope)}).scalar()
+        return None if session is None else LockHolder(session=str(session))
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         # zero dates and dates with a zero month or day (a permissive sql_mode stores them)
