@@ -113,6 +113,18 @@ class DialectImpl:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)
 
+    def write_sets(self, conn: Connection, table: sa.Table, where: ColumnElement,
+                   by: list) -> list[ColumnElement]:
+        """The predicates an UPDATE or DELETE of ``table`` names the rows matching ``where`` by.
+
+        ``[where]`` itself here.  An engine that refuses a write reading its own
+        table in a subquery (MySQL's error 1093) reads the values of ``by``
+        (columns of ``table`` that identify the rows, such as the foreign key a
+        cascade follows) first, and writes by them, in as many statements as
+        its parameter limit needs (none: no row).
+        """
+        return [where]
+
     # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
 
     def hint_write(self, conn: Connection) -> None:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import DialectImpl, LockHolder, duration_ms, register
@@ -172,6 +173,18 @@ class MySQLImpl(DialectImpl):
                             f"the server knows no time zone named {value}: load its time-zone tables "
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
+
+    def write_sets(self, conn, table: sa.Table, where: ColumnElement, by: list) -> list[ColumnElement]:
+        # error 1093: a cascade that reaches the table it came from (a self-referencing key,
+        # or a path back to a table above) would write it while its subquery reads it
+        if self.writes_may_read_their_table or not any(e is table for e in visitors.iterate(where)):
+            return [where]
+        rows = [tuple(r) for r in conn.execute(sa.select(*by).distinct().where(where))]
+        size = max(1, (self.max_bind_params or len(rows) or 1) // len(by))
+        chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+        if len(by) == 1:
+            return [by[0].in_([r[0] for r in chunk]) for chunk in chunks]
+        return [self.row_values_in(by, chunk) for chunk in chunks]
 
     # -- the run lock: GET_LOCK, which ends with the session (MySQL 5.7+ and MariaDB alike) --
 
