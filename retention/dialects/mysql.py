@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import weakref
 from decimal import Decimal
 from typing import ClassVar
@@ -31,6 +32,7 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Un
                         "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "Etc/Greenwich"})
 
 _UNKNOWN_TIME_ZONE = 1298      # ER_UNKNOWN_TIME_ZONE
+_UNSUPPORTED_SERVER = 2054    # CR_SERVER_HANDSHAKE_ERR: the client cannot work with this server
 _CLIENT_FOUND_ROWS = 2         # the protocol's capability flag, the same for every driver
 
 _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
@@ -39,6 +41,34 @@ _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
 def server_is_mariadb(dbapi_conn) -> bool:
     """Whether a PyMySQL connection reached MariaDB (its version string says so)."""
     return "mariadb" in str(getattr(dbapi_conn, "server_version", "")).lower()
+
+
+#: the oldest servers the statements are written for: window functions (MySQL 8.0, MariaDB
+#: 10.2), writes reading their own table (MariaDB 10.3), GET_LOCK per name (MySQL 5.7, MariaDB 10.0)
+MINIMUM_VERSION = {"MySQL": (8, 0), "MariaDB": (10, 6)}
+
+
+def server_version(text: str) -> tuple[str, tuple[int, ...]]:
+    """``("MariaDB" | "MySQL", (major, minor, patch))`` from a server's version string.
+
+    MariaDB announces itself as ``5.5.5-10.11.6-MariaDB...`` to old clients:
+    its own number is the one before ``-MariaDB``.
+    """
+    if "mariadb" in text.lower():
+        found = re.search(r"(\d+)\.(\d+)\.(\d+)-mariadb", text, re.I) or re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+        return "MariaDB", tuple(int(x) for x in found.groups()) if found else ()
+    found = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", text)
+    return "MySQL", tuple(int(x) for x in found.groups()) if found else ()
+
+
+def unsupported_server(text: str) -> str | None:
+    """Why the job refuses a server of this version string, or None."""
+    kind, version = server_version(text)
+    least = MINIMUM_VERSION[kind]
+    if version and version[:2] < least:
+        return (f"{kind} {'.'.join(map(str, version))} is older than the {kind} {least[0]}.{least[1]} "
+                f"the job's statements need")
+    return None
 
 
 #: longest name GET_LOCK accepts (MySQL 5.7+, MariaDB)
@@ -158,6 +188,9 @@ class MySQLImpl(DialectImpl):
 
         @event.listens_for(engine, "connect")
         def _session(dbapi_conn, _record):  # pragma: no cover - trivial
+            problem = unsupported_server(str(getattr(dbapi_conn, "server_version", "")))
+            if problem:
+                raise dbapi_conn.OperationalError(_UNSUPPORTED_SERVER, problem)
             with dbapi_conn.cursor() as cur:
                 # as on PostgreSQL: a batch's second look at the rows it locked must see
                 # children committed meanwhile, not REPEATABLE READ's snapshot of its first read
