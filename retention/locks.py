@@ -147,7 +147,8 @@ class RunLock:
                 row = conn.execute(sa.select(L).where(L.c.name == ident)).first()
         except SQLAlchemyError:
             row = None
-        if row is not None:
+        # a record whose process is gone is a killed run's, not yet replaced by the holder's own
+        if row is not None and not (row.host == self.host and not pid_alive(row.pid)):
             return Holder(row.run_id, row.host, row.pid, row.acquired_at).describe() + \
                 f" (database session {holder.session})"
         return f"database session {holder.session}"

@@ -9,6 +9,9 @@ the state store can block the next one.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -117,9 +120,9 @@ def test_the_lock_is_per_database_and_per_scope(maria_shop, mariadb_server):
     # GET_LOCK's names are the whole server's: another database's run lock does not exclude this one
     other = _holding(shop, run_lock_name(_database(shop) + "_other", "run"))
     try:
-        assert shop.run(policy, dry_run=False, now=NOW).exit_code == 0
+        assert shop.run(policy, now=NOW).exit_code == 0
     finally:
-        other.close()
+        other.invalidate()
     store = open_store(state_url_of(policy), policy)
     engine = sa.create_engine(shop.url)
     try:
@@ -149,3 +152,52 @@ def test_lock_names_fit_get_lock_and_keep_databases_apart():
     long_a, long_b = run_lock_name("a" * 64, "run"), run_lock_name("a" * 63 + "b", "run")
     assert len(long_a) == len(long_b) == 64 and long_a != long_b
     assert run_lock_name("a" * 64, "shard 1/4") != long_a
+
+
+def test_a_dead_process_record_is_not_named_as_the_holder(maria_shop):
+    # the lock is held (by a session that has not written its record yet), and the record
+    # there is a killed run's from this host: the message must not name the dead run
+    shop = maria_shop
+    policy = shop.policy(LOGS_PURGE)
+    url = make_url(shop.url)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = open_store(state_url_of(policy), policy)
+    try:
+        with store.writing() as conn:
+            conn.execute(sa.text("INSERT INTO retention_leases VALUES (:n, 'r-killed', :h, :p, :a, :a)"),
+                         {"n": f"mysql://{url.host}:{url.port}/{url.database}", "h": socket.gethostname(),
+                          "p": gone.pid, "a": datetime.now(timezone.utc).isoformat()})
+    finally:
+        store.close()
+    other = _holding(shop, run_lock_name(_database(shop), "run"))
+    try:
+        with pytest.raises(LockHeld) as held:
+            shop.run(policy, now=NOW)
+        assert "r-killed" not in str(held.value) and "database session" in str(held.value)
+    finally:
+        other.invalidate()      # ends the session, and its lock
+
+
+def test_scopes_on_postgresql_lock_apart_and_name_their_holder(pg_url, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    engine = sa.create_engine(pg_url)
+    try:
+        whole = RunLock(store, {"shop": engine}, "r-whole")
+        shard = RunLock(store, {"shop": engine}, "r-shard", scope="shard 2/4")
+        whole.acquire()
+        shard.acquire()
+        try:
+            with pytest.raises(LockHeld, match=r"run r-shard \(pid \d+ on host"):
+                RunLock(store, {"shop": engine}, "r-again", scope="shard 2/4").acquire()
+            with pytest.raises(LockHeld, match=r"run r-whole \(pid \d+ on host"):
+                RunLock(store, {"shop": engine}, "r-again").acquire()
+        finally:
+            shard.release()
+            whole.release()
+        again = RunLock(store, {"shop": engine}, "r-after", scope="shard 2/4")
+        again.acquire()
+        again.release()
+    finally:
+        engine.dispose()
+        store.close()
