@@ -30,7 +30,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import visitors
 
 from retention.errors import RetentionError
-from retention.execute import _locks_parents, cascade_selections, plan_table
+from retention.execute import cascade_selections, plan_table
+from retention.execute.batch import _locks_parents
 from retention.plan import RulePlan, walk
 
 #: privileges in the order they are listed

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention import commands, execute
+from retention import commands
+from retention.execute import count, rules
 from retention.anonymize import build
 from retention.anonymize.base import ColumnInfo
 from retention.errors import ConfigError, RetentionError
@@ -63,7 +64,7 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     shop.insert("logs", *[dict(id=i, user_id=None, ip="10.1.2.3", created_at=OLD) for i in range(1, 4)])
     path = shop.url.removeprefix("sqlite:///")
-    original, app_errors, threads = execute._next_bound, [], []
+    original, app_errors, threads = rules._next_bound, [], []
 
     def app_write():
         app = sqlite3.connect(path, timeout=10, isolation_level=None)
@@ -82,7 +83,7 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
             threads[0].join(0.3)          # give it time to hit our lock
         return hi
 
-    monkeypatch.setattr(execute, "_next_bound", next_bound_then_app_writes)
+    monkeypatch.setattr(rules, "_next_bound", next_bound_then_app_writes)
     report = shop.run(shop.policy(LOGS_PURGE), now=NOW)
     threads[0].join()
     out = outcome(report, "logs-purge")
@@ -94,7 +95,7 @@ def test_plain_dry_run_does_not_block_app_writers_between_its_statements(sqlite_
     shop = sqlite_shop
     shop.user(1, status="closed", closed_at=OLD)
     path = shop.url.removeprefix("sqlite:///")
-    original, errors = execute.count_touch, []
+    original, errors = count.count_touch, []
 
     def count_touch_while_app_writes(conn, plan, opts, *rest):
         n = original(conn, plan, opts, *rest)
@@ -107,7 +108,7 @@ def test_plain_dry_run_does_not_block_app_writers_between_its_statements(sqlite_
             app.close()
         return n
 
-    monkeypatch.setattr(execute, "count_touch", count_touch_while_app_writes)
+    monkeypatch.setattr(count, "count_touch", count_touch_while_app_writes)
     shop.run(shop.policy("""
         [[rules]]
         name = "closed-anonymize"

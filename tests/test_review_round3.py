@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention import commands, execute
+from retention import commands
+from retention.execute import batch, rules
 from retention.errors import ConfigError
 from tests.shopkit import HASH_ENV, HOLDS, LOGS_PURGE, Shop, cascades, outcome
 
@@ -69,7 +70,7 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
         on_parent_delete = "delete"
         """, settings='lock_timeout = "10s"')
     app = shop.engine.connect()
-    original, staged = execute._next_bound, {}
+    original, staged = rules._next_bound, {}
 
     def next_bound_then_app_writes_a_note(conn, plan, pred, lo, size, **kw):
         hi = original(conn, plan, pred, lo, size, **kw)
@@ -82,7 +83,7 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
             staged["timer"].start()
         return hi
 
-    monkeypatch.setattr(execute, "_next_bound", next_bound_then_app_writes_a_note)
+    monkeypatch.setattr(rules, "_next_bound", next_bound_then_app_writes_a_note)
     try:
         out = outcome(shop.run(policy, now=NOW), "closed-users-purge")
     finally:
@@ -132,13 +133,13 @@ def test_pg_interrupted_simulation_leaves_no_transaction_or_lock(pg_shop, monkey
         on_parent_delete = "delete"
         """)
     before = shop.dump()
-    original = execute._cascade
+    original = batch._cascade
 
     def cascade_then_interrupt(*a, **kw):
         original(*a, **kw)
         raise KeyboardInterrupt   # Ctrl-C after the children went, before the parents
 
-    monkeypatch.setattr(execute, "_cascade", cascade_then_interrupt)
+    monkeypatch.setattr(batch, "_cascade", cascade_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         shop.run(policy, dry_run=True, simulate=True, now=NOW)
     with shop.engine.connect() as conn:
@@ -163,14 +164,14 @@ def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(sho
         if i > 1:
             shop.insert("legal_holds", dict(id=i, user_id=i, released_at=None))
     policy = shop.policy(LOGS_PURGE + "max_rows = 2\n" + HOLDS)
-    original = execute.guard_state
+    original = rules.guard_state
 
     def guard_then_app_releases_every_hold(out, plan, allow_large):
         original(out, plan, allow_large)
         with shop.engine.begin() as conn:
             conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
 
-    monkeypatch.setattr(execute, "guard_state", guard_then_app_releases_every_hold)
+    monkeypatch.setattr(rules, "guard_state", guard_then_app_releases_every_hold)
     out = outcome(shop.run(policy, now=NOW), "logs-purge")
     assert (out.due, out.protected_total) == (10, 8)
     assert shop.count("logs") >= 8, "max_rows = 2, yet the run deleted more"
@@ -180,7 +181,7 @@ def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(sho
 def test_counts_add_up_when_rows_stop_being_due_during_the_run(shop, monkeypatch):
     for i in range(1, 5):
         shop.user(i, status="closed", closed_at=OLD)
-    original = execute.guard_state
+    original = rules.guard_state
 
     def guard_then_app_reopens_two_accounts(out, plan, allow_large):
         original(out, plan, allow_large)
@@ -188,7 +189,7 @@ def test_counts_add_up_when_rows_stop_being_due_during_the_run(shop, monkeypatch
             users = shop.t("users")
             conn.execute(users.update().where(users.c.id > 2).values(status="active", closed_at=None))
 
-    monkeypatch.setattr(execute, "guard_state", guard_then_app_reopens_two_accounts)
+    monkeypatch.setattr(rules, "guard_state", guard_then_app_reopens_two_accounts)
     out = outcome(shop.run(shop.policy(USERS_PURGE), now=NOW), "closed-users-purge")
     assert out.touch == 2 and shop.ids("users") == [3, 4]
     assert adds_up(out), (out.due, out.protected_total, out.touch, out.unchanged, out.remaining)
@@ -389,8 +390,9 @@ def test_delete_rule_on_a_child_after_its_parents_rule_in_the_same_run(shop):
 _DIE_MID_BATCH = textwrap.dedent("""
     import os, signal, sys
     from datetime import datetime, timezone
-    from retention import commands, execute
-    original, seen = execute._cascade, []
+    from retention import commands
+    from retention.execute import batch
+    original, seen = batch._cascade, []
 
     def cascade_then_die(conn, plan, steps, roots, cascaded, path=()):
         original(conn, plan, steps, roots, cascaded, path)
@@ -399,7 +401,7 @@ _DIE_MID_BATCH = textwrap.dedent("""
             if len(seen) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    execute._cascade = cascade_then_die
+    batch._cascade = cascade_then_die
     commands.run(sys.argv[1], now=datetime(2026, 6, 15, 12, tzinfo=timezone.utc),
                  env={"RETENTION_HASH_KEY": "k"})
     """)
