@@ -114,7 +114,7 @@ def test_a_record_left_by_a_run_killed_on_another_host_neither_blocks_nor_goes_u
     assert "session ended" in json.loads(abandoned[0]["body"])["reason"]
 
 
-def test_the_lock_is_per_database_and_per_scope(maria_shop, mariadb_server):
+def test_the_lock_is_per_database_and_per_scope(maria_shop):
     shop = maria_shop
     policy = shop.policy(LOGS_PURGE)
     # GET_LOCK's names are the whole server's: another database's run lock does not exclude this one
