@@ -103,6 +103,15 @@ class Partition:
         return None if first.upper() in ("MAXVALUE", "MINVALUE") else first
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """The database session holding a run lock, as far as the engine shows it."""
+
+    session: str                    # the server's id of the session
+    tag: str | None = None          # what the holder said about itself (shows_lock_holder)
+    since: str | None = None        # ISO time the session started, where known
+
+
 class DialectImpl:
     """What the job needs to know about one database engine."""
 
@@ -160,6 +169,18 @@ class DialectImpl:
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)
+
+    def write_sets(self, conn: Connection, table: sa.Table, where: ColumnElement,
+                   by: list) -> list[ColumnElement]:
+        """The predicates an UPDATE or DELETE of ``table`` names the rows matching ``where`` by.
+
+        ``[where]`` itself here.  An engine that refuses a write reading its own
+        table in a subquery (MySQL's error 1093) reads the values of ``by``
+        (columns of ``table`` that identify the rows, such as the foreign key a
+        cascade follows) first, and writes by them, in as many statements as
+        its parameter limit needs (none: no row).
+        """
+        return [where]
 
     # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
 
@@ -241,6 +262,32 @@ class DialectImpl:
         and the lock and statement timeouts, which then bound every statement
         the job runs, reads included.
         """
+
+    # -- the run lock (retention.locks) ------------------------------------
+    # A lock that belongs to a database session dies with it: a killed run never
+    # leaves it behind.  Engines without one (SQLite) get a lease in the state store.
+
+    #: the engine has locks owned by a database session, named by a scope string
+    session_locks: ClassVar[bool] = False
+    #: another session can read who holds such a lock (else the state store records it)
+    shows_lock_holder: ClassVar[bool] = False
+
+    def try_session_lock(self, conn: Connection, scope: str, tag: str) -> bool:
+        """Take the lock ``scope`` for ``conn``'s session without waiting; whether it was free.
+
+        ``tag`` names the holder (run, pid, host) where the engine lets other
+        sessions read it.  The lock outlives the transaction; it ends with
+        :meth:`release_session_lock` or with the session.
+        """
+        raise NotImplementedError(f"{self.name} has no session locks")
+
+    def release_session_lock(self, conn: Connection, scope: str) -> None:
+        """Give back the lock ``scope`` that ``conn``'s session holds."""
+        raise NotImplementedError(f"{self.name} has no session locks")
+
+    def session_lock_holder(self, conn: Connection, scope: str) -> "LockHolder | None":
+        """The session holding the lock ``scope`` (None: nobody holds it now)."""
+        return None
 
     # -- privileges (retention.privileges) --------------------------------
 

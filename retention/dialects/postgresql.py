@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from decimal import Decimal
 from typing import ClassVar
 
@@ -12,7 +13,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import CatalogGraph, DialectImpl, Partition, RawForeignKey, duration_ms, register
+from retention.dialects.base import (CatalogGraph, DialectImpl, LockHolder, Partition, RawForeignKey, duration_ms,
+                                     register)
 
 # Tables (ordinary and partitioned) outside the system schemas, with the
 # partitioned table each partition belongs to.
@@ -67,6 +69,13 @@ STORE_LOCK = (0x52544E53, 1)       # 'RTNS'
 RUN_LOCK = (0x52544E52, 1)         # 'RTNR'
 
 
+def run_lock_key(scope: str) -> tuple[int, int]:
+    """The advisory lock key of a run lock scope: ``run`` is :data:`RUN_LOCK`, others a stable hash."""
+    if scope == "run":
+        return RUN_LOCK
+    return RUN_LOCK[0], zlib.crc32(scope.encode()) & 0x7FFFFFFF
+
+
 @register
 class PostgreSQLImpl(DialectImpl):
     name: ClassVar[str] = "postgresql"
@@ -94,6 +103,32 @@ class PostgreSQLImpl(DialectImpl):
                 for name, value in options.items():
                     cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             dbapi_conn.commit()
+
+    # -- the run lock: a session-level advisory lock, its holder named by application_name --
+
+    session_locks = True
+    shows_lock_holder = True
+
+    def try_session_lock(self, conn, scope: str, tag: str) -> bool:
+        conn.execute(sa.text("SELECT set_config('application_name', :v, false)"), {"v": tag[:63]})
+        k1, k2 = run_lock_key(scope)
+        return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k1, :k2)"), {"k1": k1, "k2": k2}).scalar())
+
+    def release_session_lock(self, conn, scope: str) -> None:
+        k1, k2 = run_lock_key(scope)
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k1, :k2)"), {"k1": k1, "k2": k2})
+
+    def session_lock_holder(self, conn, scope: str) -> LockHolder | None:
+        k1, k2 = run_lock_key(scope)
+        row = conn.execute(sa.text(
+            "SELECT a.application_name, a.backend_start, a.pid FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :k1 AND l.objid = :k2 "
+            "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"k1": k1, "k2": k2}).first()
+        if row is None:
+            return None
+        return LockHolder(session=str(row[2]), tag=row[0] or None, since=row[1].isoformat() if row[1] else None)
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         # -infinity, infinity and BC values fall outside these bounds; a timestamptz keeps a day's
