@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar
@@ -62,6 +63,44 @@ class CatalogGraph:
     partition_parents: dict[TableRef, list[TableRef]] = field(default_factory=dict)
     #: partitions that hold rows (not themselves partitioned)
     leaf_partitions: set[TableRef] = field(default_factory=set)
+    #: partitioned tables that are not themselves partitions (what a policy may name)
+    partitioned: set[TableRef] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition that holds rows, as the database describes it (:meth:`DialectImpl.partitions`).
+
+    ``bound`` is the partition's bound as the database writes it (``FOR VALUES
+    FROM (...) TO (...)``, ``DEFAULT``); ``constraint`` a boolean SQL expression
+    over the partitioned table's columns that is true exactly for the rows the
+    partition holds; ``strategy`` and ``key`` are its parent's partitioning
+    (``range``, ``list``, ``hash``; the key's columns, None for an expression).
+    """
+
+    schema: str | None
+    name: str
+    parent_schema: str | None
+    parent: str
+    strategy: str
+    key: tuple[str | None, ...]
+    bound: str
+    constraint: str | None
+
+    @property
+    def upper_first(self) -> str | None:
+        """The literal of the first column of a range partition's upper bound, as written
+        (``'2020-02-01 00:00:00'``, ``100``); None when there is none (MAXVALUE, not a range)."""
+        m = re.match(r"^FOR VALUES FROM \((.*?)\) TO \((.*)\)$", self.bound or "", re.S)
+        if self.strategy != "range" or m is None:
+            return None
+        upper = m.group(2).strip()
+        if upper.startswith("'"):
+            # a quoted literal: up to the quote that is not doubled
+            lit = re.match(r"'((?:[^']|'')*)'", upper)
+            return lit.group(1).replace("''", "'") if lit else None
+        first = upper.split(",", 1)[0].strip()
+        return None if first.upper() in ("MAXVALUE", "MINVALUE") else first
 
 
 @dataclass(frozen=True)
@@ -108,6 +147,24 @@ class DialectImpl:
                     graph.fks.append(RawForeignKey((schema, name), cols, parent, tuple(fk["referred_columns"]),
                                                    all(nullable.get(c, True) for c in cols)))
         return graph
+
+    # -- partitions (retention.execute.partitions) --------------------------
+
+    #: whole partitions can be detached and dropped instead of deleting their rows
+    drops_partitions: ClassVar[bool] = False
+
+    def partitions(self, conn: Connection, table: sa.Table) -> list[Partition]:
+        """The partitions of ``table`` that hold rows (at every level), in name order."""
+        return []
+
+    def partition_ddl(self, conn: Connection, part: Partition) -> tuple[str, str, str]:
+        """The statements that take ``part``, in one transaction: lock it against writes (its
+        rows are then counted again), detach it (it becomes a table of its own), drop that table."""
+        raise NotImplementedError
+
+    def owners(self, conn: Connection, tables: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], str]:
+        """The role owning each table (engines whose privileges know owners)."""
+        return {}
 
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
