@@ -2,7 +2,8 @@
 
 Every run, dry or not, appends entries: ``run-started`` (mode, policy file
 SHA-256, ``now``, user, host), per batch ``batch-intent`` (written inside the
-batch's transaction, before it commits) and ``batch-committed`` (after),
+batch's transaction, before it commits) and ``batch-committed`` (after, with
+``transaction_ms``: how long the batch's transaction was open),
 likewise ``partition-intent`` and ``partition-committed`` around a whole
 partition detached or dropped (its name and row count),
 ``rule-ended`` (the rule's counts) and ``run-ended`` (outcome, totals,
@@ -270,19 +271,21 @@ class AuditTrail:
             return {"lo": None, "hi": None, "form": "withheld (no RETENTION_AUDIT_KEY or RETENTION_HASH_KEY)"}
         return {"lo": keyed(self.key, lo), "hi": keyed(self.key, hi), "form": "hmac-sha256"}
 
-    def _batch(self, kind: str, e: BatchIntent | BatchCommitted) -> None:
+    def _batch(self, kind: str, e: BatchIntent | BatchCommitted, extra: dict | None = None) -> None:
         if not e.run.mode.commits:
             return
         self._append(e.run, kind, {
             "rule": e.plan.rule.name, "table": e.plan.rule.table, "batch": e.batch,
             "keys": self._keys(e.plan, e.lo, e.hi), "touched": e.touched,
-            "cascaded": {f"{table} {action}": n for (table, action), n in e.cascaded.items()}})
+            "cascaded": {f"{table} {action}": n for (table, action), n in e.cascaded.items()}, **(extra or {})})
 
     def _BatchIntent(self, e: BatchIntent) -> None:
         self._batch("batch-intent", e)
 
     def _BatchCommitted(self, e: BatchCommitted) -> None:
-        self._batch("batch-committed", e)
+        # how long the batch held its locks, for whoever must show that transactions stayed short
+        self._batch("batch-committed", e,
+                    {} if e.seconds is None else {"transaction_ms": round(e.seconds * 1000, 1)})
 
     def _partition(self, kind: str, e: PartitionIntent | PartitionCommitted) -> None:
         # a partition's name and row count only: what it held is gone (dropped) or kept aside (detached)

@@ -49,6 +49,8 @@ class BatchIntent:
 
 @dataclass(frozen=True)
 class BatchCommitted:
+    """A batch committed; ``seconds``: how long its transaction was open, BEGIN to COMMIT (None if unknown)."""
+
     run: "Run"
     plan: RulePlan
     batch: int
@@ -56,6 +58,7 @@ class BatchCommitted:
     hi: Any
     touched: int
     cascaded: dict
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

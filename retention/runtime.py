@@ -54,7 +54,7 @@ from retention.requests.fulfil import fulfil as fulfil_requests
 from retention.report.model import Report, RuleOutcome
 from retention.state import open_store
 from retention.timectx import utcnow
-from retention.transactions import Simulation, Transactions
+from retention.transactions import Simulation, Transactions, take_batch_seconds
 
 log = structlog.get_logger("retention")
 
@@ -200,7 +200,7 @@ class Run(BatchHooks):
         self.emit(BatchIntent(self, plan, batch, lo, hi, touched, dict(cascaded)))
 
     def committed(self, plan, batch, lo, hi, touched, cascaded) -> None:
-        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded)))
+        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded), seconds=take_batch_seconds()))
 
     def partition_intent(self, plan, partition) -> None:
         self.emit(PartitionIntent(self, plan, partition))

@@ -9,6 +9,8 @@ everything on one connection inside one transaction that is rolled back.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -52,6 +54,18 @@ def observing(name: str, fn: Callable) -> Iterator[None]:
         _observers[name].remove(fn)
 
 
+_timing = threading.local()
+
+
+def take_batch_seconds() -> float | None:
+    """How long the last batch this thread committed held its transaction open, BEGIN to COMMIT.
+
+    Read once: a second call, or a call after a batch that did not commit, gives None.
+    """
+    seconds, _timing.seconds = getattr(_timing, "seconds", None), None
+    return seconds
+
+
 class Transactions:
     """Where reads and batches run: their own connection and transaction each (a run)."""
 
@@ -74,11 +88,15 @@ class Transactions:
 
     @contextmanager
     def batch(self) -> Iterator[Connection]:
+        _timing.seconds = None
         with self.engine.connect() as conn:
             self.impl.hint_write(conn)
             try:
+                began = time.monotonic()
                 with conn.begin():
                     yield conn
+                # how long the batch's locks were held: the evidence behind "short transactions"
+                _timing.seconds = time.monotonic() - began
             finally:
                 self.impl.clear_hints(conn)
 
