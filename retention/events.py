@@ -2,7 +2,8 @@
 
 ``RunStarted`` comes before anything is touched; ``BatchIntent`` inside each
 batch's transaction, before it commits (a subscriber that raises rolls the
-batch back); ``BatchCommitted`` after; ``RuleEnded`` per rule; ``RunEnded``
+batch back); ``BatchCommitted`` after; ``PartitionIntent`` and
+``PartitionCommitted`` likewise around a whole partition detached or dropped; ``RuleEnded`` per rule; ``RunEnded``
 on every way out.  ``RunAbandoned`` names an earlier run whose lease this
 one took over.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retention.plan import RulePlan
-from retention.report.model import Report, RuleOutcome
+from retention.report.model import PartitionOutcome, Report, RuleOutcome
 
 if TYPE_CHECKING:
     from retention.runtime import Run
@@ -48,6 +49,8 @@ class BatchIntent:
 
 @dataclass(frozen=True)
 class BatchCommitted:
+    """A batch committed; ``seconds``: how long its transaction was open, BEGIN to COMMIT (None if unknown)."""
+
     run: "Run"
     plan: RulePlan
     batch: int
@@ -55,6 +58,24 @@ class BatchCommitted:
     hi: Any
     touched: int
     cascaded: dict
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class PartitionIntent:
+    """A whole partition is detached (and dropped) in a transaction about to commit; a subscriber
+    that raises rolls it back.  ``partition.status`` is what it becomes (``dropped``, ``detached``)."""
+
+    run: "Run"
+    plan: RulePlan
+    partition: PartitionOutcome
+
+
+@dataclass(frozen=True)
+class PartitionCommitted:
+    run: "Run"
+    plan: RulePlan
+    partition: PartitionOutcome
 
 
 @dataclass(frozen=True)
@@ -79,4 +100,5 @@ class RunEnded:
     outcome: str
 
 
-Event = RunStarted | RunAbandoned | RuleCounted | BatchIntent | BatchCommitted | RuleEnded | RunEnded
+Event = (RunStarted | RunAbandoned | RuleCounted | BatchIntent | BatchCommitted | PartitionIntent | PartitionCommitted
+         | RuleEnded | RunEnded)

@@ -9,6 +9,8 @@ everything on one connection inside one transaction that is rolled back.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,7 +23,7 @@ from retention.errors import RetentionError
 
 #: named points inside a batch where an observer may act on the batch's own connection
 #: (tests stage an application's concurrent write at an exact moment through them)
-STAGES = ("batch.checked", "batch.step")
+STAGES = ("batch.checked", "batch.step", "partition.locking", "partition.detached")
 _observers: dict[str, list[Callable]] = {stage: [] for stage in STAGES}
 
 
@@ -31,7 +33,10 @@ def stage(name: str, conn: Connection, **info) -> None:
     ``batch.checked``: a cascading delete's batch has locked its rows at every
     level and checked them again, right before its first delete (info: ``plan``,
     ``keys``); ``batch.step``: right before the statement that deletes or
-    detaches one cascade level (info: ``plan``, ``table``, ``action``).
+    detaches one cascade level (info: ``plan``, ``table``, ``action``);
+    ``partition.locking``: a whole partition's transaction is about to lock it
+    (and then count it again); ``partition.detached``: it is detached, not yet
+    dropped or committed (info: ``plan``, ``partition``).
     """
     for fn in list(_observers[name]):
         fn(conn, **info)
@@ -47,6 +52,18 @@ def observing(name: str, fn: Callable) -> Iterator[None]:
         yield
     finally:
         _observers[name].remove(fn)
+
+
+_timing = threading.local()
+
+
+def take_batch_seconds() -> float | None:
+    """How long the last batch this thread committed held its transaction open, BEGIN to COMMIT.
+
+    Read once: a second call, or a call after a batch that did not commit, gives None.
+    """
+    seconds, _timing.seconds = getattr(_timing, "seconds", None), None
+    return seconds
 
 
 class Transactions:
@@ -71,11 +88,15 @@ class Transactions:
 
     @contextmanager
     def batch(self) -> Iterator[Connection]:
+        _timing.seconds = None
         with self.engine.connect() as conn:
             self.impl.hint_write(conn)
             try:
+                began = time.monotonic()
                 with conn.begin():
                     yield conn
+                # how long the batch's locks were held: the evidence behind "short transactions"
+                _timing.seconds = time.monotonic() - began
             finally:
                 self.impl.clear_hints(conn)
 
