@@ -157,9 +157,12 @@ def plan(opts, fmt, out, show_sql, simulate, allow_large) -> None:
               callback=_writable, help="Write Prometheus metrics to FILE (node-exporter textfile format).")
 @click.option("--pushgateway", "pushgateway", default=None, metavar="URL",
               help="Push Prometheus metrics to this Pushgateway (job 'retention').")
+@click.option("--workers", "workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Run each rule's batches on this many connections at once, over disjoint key ranges "
+                   "(PostgreSQL, MariaDB/MySQL; SQLite writes one batch at a time and runs with 1).")
 @report_options
 @global_options
-def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, fmt, out, show_sql, simulate,
+def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, workers, fmt, out, show_sql, simulate,
         allow_large) -> None:
     """Enforce the policy (or report, with --dry-run)."""
     started = time.monotonic()
@@ -167,7 +170,7 @@ def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, fmt, out
     try:
         report = commands.run(opts["config"], dry_run=dry_run, only=opts["only"], now=opts["now"],
                               allow_large=allow_large, show_sql=show_sql, simulate=simulate,
-                              plan_file=plan_file, max_drift=max_drift)
+                              plan_file=plan_file, max_drift=max_drift, workers=workers)
     except RetentionError as e:
         if metrics_file or pushgateway:   # a run that never got going is a failure monitoring must see
             mode = "simulation" if simulate else "dry-run" if dry_run else "run"

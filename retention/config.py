@@ -79,7 +79,7 @@ class Settings(_Model):
     timezone: str = "UTC"
     state_url: str = "sqlite:///retention-state.db"
     batch_size: int = Field(5000, gt=0)
-    max_batch_seconds: float = Field(2.0, gt=0)
+    max_batch_seconds: float = Field(0.2, gt=0)
     lock_timeout: DurationField = parse_duration("5s")
     statement_timeout: DurationField = parse_duration("60s")
     stop_timeout: DurationField = parse_duration("10s")    # SIGTERM/SIGINT: stopped and reported within this

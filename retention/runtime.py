@@ -152,7 +152,7 @@ class Run(BatchHooks):
 
     def __init__(self, config_path: str | None, mode: Mode, *, only: list[str] | None = None,
                  now: datetime | None = None, allow_large: bool = False, show_sql: bool = False,
-                 env: Mapping[str, str] | None = None, force_python: bool = False) -> None:
+                 env: Mapping[str, str] | None = None, force_python: bool = False, workers: int = 1) -> None:
         self.config_path = config_path
         self.mode = mode
         self.only = only
@@ -161,7 +161,10 @@ class Run(BatchHooks):
         self.show_sql = show_sql
         self.env = os.environ if env is None else env
         self.force_python = force_python
+        self.workers = workers
         self.subscribers: list[Callable[[Event], None]] = []
+        # batch workers report from their own threads: subscribers hear one event at a time, in order
+        self._emitting = threading.RLock()
         self.stop_signal: str | None = None
         self.session: commands.Session | None = None
         self.report: Report | None = None
@@ -184,8 +187,9 @@ class Run(BatchHooks):
         self.subscribers.append(subscriber)
 
     def emit(self, event: Event) -> None:
-        for subscriber in self.subscribers:
-            subscriber(event)
+        with self._emitting:
+            for subscriber in self.subscribers:
+                subscriber(event)
 
     # -- BatchHooks: what the batch loop tells the run -----------------------------------------
 
@@ -314,7 +318,7 @@ class Run(BatchHooks):
     def _enforce(self, plans: list[RulePlan], report: Report, failed: dict[str, str]) -> None:
         s = self.session
         opts = ExecOptions(dry_run=not self.mode.executes, allow_large=self.allow_large,
-                           force_python=self.force_python, show_sql=self.show_sql,
+                           force_python=self.force_python, show_sql=self.show_sql, workers=self.workers,
                            batch_size=s.config.settings.batch_size, simulated=isinstance(self.mode, Simulate))
         txs = {db: self.mode.transactions(e) for db, e in s.engines.items()}
         try:

@@ -175,6 +175,9 @@ class Recording(Transactions):
         names = tuple(compiled.positiontup) if compiled is not None and compiled.positiontup else None
         self.sent.append((statement, parameters, executemany, names))
 
+    def read(self):
+        return self.inner.read()
+
     @contextmanager
     def batch(self) -> Iterator[Connection]:
         if self.batches:

@@ -38,7 +38,7 @@ def _logs(shop, n: int = 5) -> None:
 def logged(sqlite_shop, state_url):
     """A shop whose audit log holds a dry run and a run (several batches)."""
     _logs(sqlite_shop)
-    policy = with_state(sqlite_shop.policy(LOGS_PURGE, settings="batch_size = 2"), state_url)
+    policy = with_state(sqlite_shop.policy(LOGS_PURGE, settings="batch_size = 2\nmax_batch_seconds = 1000"), state_url)
     sqlite_shop.run(policy, dry_run=True, now=NOW)
     report = sqlite_shop.run(policy, now=NOW)
     return policy, state_url, report
@@ -60,7 +60,7 @@ def _verify(policy, head=None):
 
 def test_every_run_dry_or_not_is_recorded_with_its_mode_and_counts(sqlite_shop, state_url):
     _logs(sqlite_shop)
-    policy = with_state(sqlite_shop.policy(LOGS_PURGE, settings="batch_size = 2"), state_url)
+    policy = with_state(sqlite_shop.policy(LOGS_PURGE, settings="batch_size = 2\nmax_batch_seconds = 1000"), state_url)
     sqlite_shop.run(policy, dry_run=True, now=NOW)
     sqlite_shop.run(policy, simulate=True, now=NOW)
     report = sqlite_shop.run(policy, now=NOW)
@@ -76,7 +76,9 @@ def test_every_run_dry_or_not_is_recorded_with_its_mode_and_counts(sqlite_shop, 
     # the run's batches: an intent before each commit, the outcome after, key ranges in the clear (logs)
     batches = [(r["kind"], json.loads(r["body"])) for r in rows if r["kind"].startswith("batch-")]
     assert [k for k, _ in batches] == ["batch-intent", "batch-committed"] * 3
-    assert [b["keys"]["hi"] for k, b in batches if k == "batch-committed"] == [2, 4, 5]
+    # (batches of exactly 2 rows: max_batch_seconds never shrinks them here) the first range ends at
+    # the second due key; the others are computed, two keys each
+    assert [b["keys"]["hi"] for k, b in batches if k == "batch-committed"] == [2, 4, 6]
     assert sum(b["touched"] for k, b in batches if k == "batch-committed") == 5
     assert _verify(policy).ok
 
@@ -218,7 +220,7 @@ def test_no_audit_entry_no_run(sqlite_shop, state_url):
 
 def test_a_batch_whose_intent_cannot_be_written_is_rolled_back(sqlite_shop, state_url):
     _logs(sqlite_shop)
-    policy = with_state(sqlite_shop.policy(LOGS_PURGE, settings="batch_size = 2"), state_url)
+    policy = with_state(sqlite_shop.policy(LOGS_PURGE, settings="batch_size = 2\nmax_batch_seconds = 1000"), state_url)
     # run-started, batch 1 intent and outcome are written; batch 2's intent is refused
     _refuse_after(state_url, policy, 3)
     report = sqlite_shop.run(policy, now=NOW)

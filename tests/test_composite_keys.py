@@ -68,7 +68,8 @@ def test_batches_walk_the_key_tuple_without_skipping_rows_that_share_a_first_col
     # first column alone would skip or repeat rows
     rows = [(r, i, OLD if (r + i) % 3 else RECENT, None) for r in (1, 2, 3) for i in range(1, 8)]
     fill(shop, md, rows)
-    policy = shop.policy(SHIPMENTS_PURGE, settings="batch_size = 2")
+    # (batches of exactly 2: time never shrinks them here)
+    policy = shop.policy(SHIPMENTS_PURGE, settings="batch_size = 2\nmax_batch_seconds = 1000")
     report = shop.run(policy, now=NOW)
     out = outcome(report, "shipments-purge")
     due = [(r, i) for r, i, at, _u in rows if at == OLD]

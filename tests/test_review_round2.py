@@ -64,7 +64,7 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     shop.insert("logs", *[dict(id=i, user_id=None, ip="10.1.2.3", created_at=OLD) for i in range(1, 4)])
     path = shop.url.removeprefix("sqlite:///")
-    original, app_errors, threads = rules._next_bound, [], []
+    original, app_errors, threads = rules._next_range, [], []
 
     def app_write():
         app = sqlite3.connect(path, timeout=10, isolation_level=None)
@@ -75,15 +75,15 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
         finally:
             app.close()
 
-    def next_bound_then_app_writes(conn, plan, pred, lo, size, **kw):
-        hi = original(conn, plan, pred, lo, size, **kw)
+    def next_range_then_app_writes(*args):
+        found = original(*args)
         if not threads:   # the app logs a new request while our first batch is open
             threads.append(threading.Thread(target=app_write))
             threads[0].start()
             threads[0].join(0.3)          # give it time to hit our lock
-        return hi
+        return found
 
-    monkeypatch.setattr(rules, "_next_bound", next_bound_then_app_writes)
+    monkeypatch.setattr(rules, "_next_range", next_range_then_app_writes)
     report = shop.run(shop.policy(LOGS_PURGE), now=NOW)
     threads[0].join()
     out = outcome(report, "logs-purge")

@@ -70,10 +70,10 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
         on_parent_delete = "delete"
         """, settings='lock_timeout = "10s"')
     app = shop.engine.connect()
-    original, staged = rules._next_bound, {}
+    original, staged = rules._next_range, {}
 
-    def next_bound_then_app_writes_a_note(conn, plan, pred, lo, size, **kw):
-        hi = original(conn, plan, pred, lo, size, **kw)
+    def next_range_then_app_writes_a_note(*args):
+        found = original(*args)
         if not staged:
             # the app writes a note on user 2 (holding its FOR KEY SHARE lock) and commits a moment
             # later, while our SELECT ... FOR UPDATE waits for that lock
@@ -81,9 +81,9 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
             app.execute(notes.insert().values(id=1, user_id=2))
             staged["timer"] = threading.Timer(1.0, staged["tx"].commit)
             staged["timer"].start()
-        return hi
+        return found
 
-    monkeypatch.setattr(rules, "_next_bound", next_bound_then_app_writes_a_note)
+    monkeypatch.setattr(rules, "_next_range", next_range_then_app_writes_a_note)
     try:
         out = outcome(shop.run(policy, now=NOW), "closed-users-purge")
     finally:

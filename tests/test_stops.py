@@ -32,7 +32,9 @@ def _logs(shop) -> None:
 
 
 def _policy(shop, stop_timeout: str) -> str:
-    return shop.policy(LOGS_PURGE, settings=f'batch_size = 2\nlock_timeout = "60s"\nstop_timeout = "{stop_timeout}"')
+    # batches of exactly 2 rows: the first one waits on the test's locks, which must not shrink the next
+    return shop.policy(LOGS_PURGE, settings=f'batch_size = 2\nmax_batch_seconds = 1000\nlock_timeout = "60s"\n'
+                                            f'stop_timeout = "{stop_timeout}"')
 
 
 def _kinds(state: str) -> list[str]:

@@ -209,6 +209,18 @@ class DialectImpl:
         """
         return True
 
+    #: whether batches on separate connections write at the same time (``--workers``)
+    concurrent_writers: ClassVar[bool] = True
+
+    def rewrites_writes(self, conn: Connection, table: sa.Table) -> bool:
+        """Whether ``table`` has triggers or rules that may change what a DELETE or UPDATE does.
+
+        Batches over such a table count the rows each one selects, so that a
+        statement changing fewer can be told apart (see ``NOT_DONE``).  The
+        default cannot tell, so it says yes.
+        """
+        return True
+
     #: SQLSTATEs after which a batch is rolled back and tried again: a foreign-key violation
     #: (a child committed under a row being deleted), a serialization failure, a deadlock
     retry_sqlstates: ClassVar[frozenset[str]] = frozenset({"23503", "40001", "40P01"})

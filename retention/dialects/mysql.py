@@ -207,6 +207,19 @@ class MySQLImpl(DialectImpl):
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
 
+    def retryable(self, error: Exception) -> bool:
+        # a deadlock (1213): InnoDB rolled the whole transaction back, so the batch may simply run again;
+        # met inside a savepoint, it surfaces as that savepoint being gone (1305) when it is rolled back
+        orig = getattr(error, "orig", None) or error
+        code = orig.args[0] if getattr(orig, "args", None) else None
+        return code in (1213, 1305) or super().retryable(error)
+
+    def rewrites_writes(self, conn, table: sa.Table) -> bool:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = COALESCE(:s, DATABASE()) AND EVENT_OBJECT_TABLE = :t"),
+            {"s": table.schema, "t": table.name}).scalar())
+
     def write_sets(self, conn, table: sa.Table, where: ColumnElement, by: list) -> list[ColumnElement]:
         # error 1093: a cascade that reaches the table it came from (a self-referencing key,
         # or a path back to a table above) would write it while its subquery reads it

@@ -104,6 +104,14 @@ class PostgreSQLImpl(DialectImpl):
                     cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             dbapi_conn.commit()
 
+    def rewrites_writes(self, conn, table: sa.Table) -> bool:
+        # user triggers (not the ones foreign keys install) and rules other than a view's
+        name = conn.dialect.identifier_preparer.format_table(table)
+        return bool(conn.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) AND NOT tgisinternal) "
+            "OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = CAST(:t AS regclass) AND rulename <> '_RETURN')"),
+            {"t": name}).scalar())
+
     # -- the run lock: a session-level advisory lock, its holder named by application_name --
 
     session_locks = True

@@ -209,6 +209,15 @@ class SQLiteImpl(DialectImpl):
     def clear_hints(self, conn) -> None:
         conn.info.pop(_BEGIN_MODE, None)
 
+    # one writer at a time: a second worker would only wait for the first one's write lock
+    concurrent_writers: ClassVar[bool] = False
+
+    def rewrites_writes(self, conn, table: sa.Table) -> bool:
+        master = "sqlite_master" if table.schema in (None, "main") else \
+            f"{conn.dialect.identifier_preparer.quote(table.schema)}.sqlite_master"
+        return bool(conn.execute(sa.text(f"SELECT count(*) FROM {master} WHERE type = 'trigger' AND tbl_name = :t"),
+                                 {"t": table.name}).scalar())
+
     def in_transaction(self, conn) -> bool:
         # SQLite ends a transaction by itself on some errors (RAISE(ROLLBACK),
         # ON CONFLICT ROLLBACK, a full disk); a SAVEPOINT after that would open a

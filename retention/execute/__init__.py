@@ -3,8 +3,9 @@
 One rule at a time, one transaction per batch.  The modules, in the order a rule goes through them:
 
 * :mod:`.count`: what the rule would do now (the dry-run numbers, the guard's count);
-* :mod:`.rules`: the guard, then the batch loop, one transaction per batch;
-* :mod:`.keys`: key ranges, the only way batches address rows (never OFFSET);
+* :mod:`.rules`: the guard, then the batch loop, one transaction per batch, on one worker or several;
+* :mod:`.keys`: key ranges, the only way batches address rows (never OFFSET), computed where the key allows;
+* :mod:`.pace`: how many rows the next batch takes, by time;
 * :mod:`.batch`: one batch's statements, locking first when a delete cascades;
 * :mod:`.cascade`: the child rows a delete reaches, counted, locked and changed;
 * :mod:`.errors` and :mod:`.show`: what a report may say of an error or a statement.

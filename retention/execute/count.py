@@ -19,18 +19,45 @@ from retention.timectx import TimeContext
 
 
 def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions) -> RuleOutcome:
-    """What the rule would do now: the dry-run numbers."""
+    """What the rule would do now: the dry-run numbers.
+
+    One statement reads the table once for due rows by protector, the oldest
+    clock, the forecast and the table's size.  The rows to touch are counted
+    apart, with the rule's own ``WHERE`` (which the planner can turn into an
+    anti-join, where a per-row CASE would run its subqueries row by row); an
+    anonymization done in Python reads its rows, batch by batch.
+    """
     rule, t = plan.rule, plan.table.table
     out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis)
-    # attribution: each due row counted once, under its first protector
+    # attribution: each due row counted once, under its first protector; -2: not due
     cases = [(p.predicate, i) for i, p in enumerate(plan.protectors)]
-    if cases:
-        bucket = sa.case(*cases, else_=-1)
-        query = sa.select(bucket.label("b"), sa.func.count()).group_by(bucket)
-    else:   # no GROUP BY a constant: MySQL reads GROUP BY -1 as a column position
-        query = sa.select(sa.literal(-1), sa.func.count())
-    rows = conn.execute(query.select_from(t).where(plan.due)).all()
-    counts = {int(b): int(n) for b, n in rows}
+    bucket = sa.case((plan.due, sa.case(*cases, else_=-1) if cases else -1), else_=-2)
+    # a clock Python cannot hold (PostgreSQL's -infinity, a BC date) must not fail the rule:
+    # such rows are due and processed like the others, only left out of the oldest clock
+    readable = plan.impl.representable(plan.clock, plan.clock_type)
+    flag = lambda cond: sa.case((cond, 1), else_=0)  # noqa: E731
+    row = {"b": bucket,
+           "clock": plan.clock if readable is None else sa.case((readable, plan.clock)),
+           "unreadable": sa.literal(0) if readable is None else sa.case((readable, 0), else_=1)}
+    row |= {f"later{i}": flag(sa.and_(plan.conditions, plan.clock.is_not(None), cond))
+            for i, cond in enumerate(plan.forecast.values())}
+    sub = sa.select(*(v.label(k) for k, v in row.items())).select_from(t).subquery()
+    # sums per group, each group's own picked below: the planner inlines the subquery, and a
+    # condition on the group in an aggregate would run the protectors' subqueries once more per row
+    total = lambda name: sa.func.coalesce(sa.func.sum(sub.c[name]), 0)  # noqa: E731
+    aggs = [sa.func.count(), sa.func.min(sub.c.clock), total("unreadable")]
+    aggs += [total(k) for k in row if k.startswith("later")]
+    groups = conn.execute(sa.select(sub.c.b, *aggs).group_by(sub.c.b)).all()
+    counts, oldest, table_rows, later = {}, None, 0, [0] * len(plan.forecast)
+    for b, n, clock, unreadable, *rest in groups:
+        b, table_rows = int(b), table_rows + int(n)
+        if b == -2:
+            later = [int(x) for x in rest]
+            continue
+        counts[b] = int(n)
+        out.unreadable_clocks += int(unreadable)
+        if clock is not None and (oldest is None or clock < oldest):
+            oldest = clock
     out.due = sum(counts.values())
     out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)
                      if counts.get(i)]
@@ -46,24 +73,9 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
         # only floors that actually hold back a column on some row this rule reaches
         out.kept_columns = sorted({c for v in plan.variants if v.kept
                                    and _count(conn, t, plan.work, v.predicate) for c in v.kept})
-    # a clock Python cannot hold (PostgreSQL's -infinity, a BC date) must not fail the rule:
-    # such rows are due and processed like the others, only left out of the oldest clock
-    readable = plan.impl.representable(plan.clock, plan.clock_type)
-    if readable is None:
-        oldest = conn.execute(sa.select(sa.func.min(plan.clock)).select_from(t).where(plan.due)).scalar()
-    else:
-        oldest, out.unreadable_clocks = conn.execute(
-            sa.select(sa.func.min(sa.case((readable, plan.clock))),
-                      sa.func.coalesce(sa.func.sum(sa.case((readable, 0), else_=1)), 0))
-            .select_from(t).where(plan.due)).one()
-        out.unreadable_clocks = int(out.unreadable_clocks or 0)
     out.oldest_clock = ctx.from_column(plan.clock_type, oldest)
-    sums = [sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0) for cond in plan.forecast.values()]
-    not_due = sa.case((plan.due, 0), else_=1) == 1      # two-valued even when where_sql yields NULL
-    later = conn.execute(sa.select(*sums).select_from(t)
-                         .where(plan.conditions, not_due, plan.clock.is_not(None))).one()
-    out.forecast = {w: int(n) for w, n in zip(plan.forecast, later)}
-    out.guard = Guard(max_rows=plan.max_rows, max_fraction=plan.max_fraction, table_rows=_count(conn, t))
+    out.forecast = {w: n for w, n in zip(plan.forecast, later)}
+    out.guard = Guard(max_rows=plan.max_rows, max_fraction=plan.max_fraction, table_rows=table_rows)
     return out
 
 

@@ -1,8 +1,12 @@
 """Keys and key ranges of a rule's table: a batch is ``pk > lo AND pk <= hi AND <work>``.
 
-``hi`` is found by the database (the largest key among the next rows that
-need work), so Python never holds more than a couple of keys, and never uses
-OFFSET.  A composite key is a row value throughout.
+Over a single integer key, ranges are computed (:class:`KeyWalk`): ``hi`` is
+``lo`` plus a step learned from how many rows the last range held, so no query
+re-reads the rows a batch is about to write.  Over any other key (composite,
+text, UUID) ``hi`` is found by the database, the largest key among the next
+rows that need work (:func:`_next_bound`).  Either way Python never holds more
+than a couple of keys, and never uses OFFSET.  A composite key is a row value
+throughout.
 """
 
 from __future__ import annotations
@@ -94,3 +98,58 @@ def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
     pk = plan.pk
     hi = _key_value(plan, hi)
     return sa.and_(pk <= hi) if lo is None else sa.and_(pk > _key_value(plan, lo), pk <= hi)
+
+
+def stepped(plan: RulePlan) -> bool:
+    """Whether the rule's ranges can be computed from the key: a single integer column."""
+    if plan.composite:
+        return False
+    try:
+        return plan.pk.type.python_type is int
+    except NotImplementedError:
+        return False
+
+
+class KeyWalk:
+    """Ranges over an integer key, each ``hi`` computed from ``lo`` and a learned density.
+
+    Where the walk starts, and after a range that held no row, the database
+    finds the next rows (:func:`_next_rows`: the first and last key of the next
+    ``rows`` rows, and how many there are), which also tells how densely they
+    lie.  Ranges after that are computed: ``hi = lo + rows / density``, with
+    the density what the last range held.  Gaps cost one query, not a run of
+    empty batches, and the walk never steps blindly from sparse keys into dense ones
+    for more than one range.
+    """
+
+    def __init__(self) -> None:
+        self.density = 0.0      # rows needing work per key unit, as last seen
+        self.seek = True        # ask the database where the next rows are
+
+    def probe(self, conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, rows: int) -> tuple:
+        """``(hi, selected)`` of the next ``rows`` rows of ``pred`` after ``lo`` (hi None: no row left)."""
+        first, last, n = _next_rows(conn, plan, pred, lo, rows)
+        n = int(n or 0)
+        if n:
+            self.density = n / (int(last) - int(first) + 1)
+        # fewer than asked for: nothing lies beyond, or too little to learn from
+        self.seek = n < rows
+        return (None if n == 0 else int(last)), n
+
+    def step(self, lo: int, rows: int) -> int:
+        """The ``hi`` of a computed range after ``lo`` meant to hold about ``rows`` rows."""
+        return lo + max(1, int(rows / self.density))
+
+    def learn(self, lo: int, hi: int, rows: int) -> None:
+        """The computed range ``(lo, hi]`` held ``rows`` rows."""
+        self.seek = rows == 0
+        if rows:
+            self.density = rows / max(hi - lo, 1)
+
+
+def _next_rows(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, size: int) -> tuple:
+    """The first and last key of the next ``size`` rows after ``lo`` matching ``pred``, and their number."""
+    pk = plan.pk
+    cond = [pred] if lo is None else [pk > lo, pred]
+    sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(sa.text(f"LIMIT {int(size)}")).subquery()
+    return conn.execute(sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k), sa.func.count())).one()

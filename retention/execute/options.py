@@ -16,6 +16,7 @@ class ExecOptions:
     show_sql: bool = False
     batch_size: int = 5000         # dry-run scans (anonymize in Python) read this many rows at a time
     simulated: bool = False        # executes inside a rolled-back transaction: still a dry run
+    workers: int = 1               # batches of one rule run concurrently on this many connections (run only)
 
 
 class BatchHooks:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -14,8 +16,9 @@ from retention.execute.batch import NOT_DONE, _batch, _candidates, _locks_parent
 from retention.execute.cascade import empty_cascades
 from retention.execute.count import count_rule
 from retention.execute.errors import describe_error
-from retention.execute.keys import _next_bound, _range
+from retention.execute.keys import KeyWalk, _key_value, _next_bound, _range, stepped
 from retention.execute.options import BatchHooks, ExecOptions
+from retention.execute.pace import Pace, ceiling
 from retention.execute.partitions import take_partitions
 from retention.execute.show import show_statement
 from retention.plan import RulePlan
@@ -105,14 +108,13 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     counted under ``out.not_done`` and the batches move on past it.  ``hooks``
     hear of each batch before it commits and after, and may ask the run to stop.
     """
-    size = settings.batch_size
-    if _locks_parents(plan) and plan.impl.max_bind_params:
-        # a batch's locked keys are bound one parameter per key column
-        size = min(size, plan.impl.max_bind_params // len(plan.pk_columns))
+    # a batch's locked keys are bound one parameter per key column
+    pace = Pace(settings.max_batch_seconds,
+                ceiling(settings, len(plan.pk_columns) if _locks_parents(plan) else None, plan.impl.max_bind_params))
     lines = dict(zip(empty_cascades(plan), out.cascades))
     met: dict[str, int] = {}
     try:
-        _batches(tx, plan, ctx, opts, out, limit, size, settings, lines, met, hooks)
+        _Batches(tx, plan, ctx, opts, out, limit, pace, lines, met, hooks).run(workers(tx, plan, opts))
     finally:
         for reason, n in met.items():
             # the count already found the values it could not read or anonymize (the batches
@@ -123,54 +125,217 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
             out.add_not_done(reason, n, NOT_DONE[reason])
 
 
-def _batches(tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptions, out: RuleOutcome,
-             limit: int, size: int, settings: Settings, lines: dict, met: dict,
-             hooks: BatchHooks) -> None:
-    candidates, exact = _candidates(plan, opts)
-    lo = None
-    # rows the database refused count against the allowance: the run never does more than it
-    # counted, not even by taking rows that became workable meanwhile in their place
-    used = lambda: out.touch + met.get("cancelled", 0) + met.get("changed", 0)  # noqa: E731
-    while used() < limit and not hooks.stop_requested():
+class _OverAllowance(Exception):
+    """A computed range held more rows than the run may still touch: roll its batch back."""
+
+
+def _walk(tx: Transactions, plan: RulePlan, exact: bool) -> KeyWalk | None:
+    """Computed ranges where they are safe, else None (each batch's bound found by a query).
+
+    A statement that changes fewer rows than a batch selected is how the job
+    sees a trigger or rule refusing a row (NOT_DONE); a table with triggers or
+    rules keeps a bound query per batch so that the selected rows are counted.
+    """
+    if not stepped(plan):
+        return None
+    if exact:
+        with tx.read() as conn:
+            if plan.impl.rewrites_writes(conn, plan.table.table):
+                return None
+    return KeyWalk()
+
+
+def _next_range(conn, plan: RulePlan, pred: sa.ColumnElement, lo, walk: KeyWalk | None, rows: int,
+                allowance: int, exact: bool) -> tuple:
+    """The next batch's range as ``(lo, hi, selected, computed)``, read in the batch's transaction.
+
+    ``hi`` is None when no row is left.  Unless the range is ``computed`` (no
+    query reads it before the write), a query found its rows, stopping at the
+    allowance where every candidate is touched, and ``selected`` is how many
+    there are (when each of them is to be touched, else None).
+    """
+    size = max(1, min(rows, allowance)) if exact else rows
+    if walk is None:
+        hi, selected = _next_bound(conn, plan, pred, lo, size, counted=True)
+        return lo, hi, (int(selected) if exact else None), False
+    if walk.seek or lo is None:
+        hi, selected = walk.probe(conn, plan, pred, lo, size)
+        return lo, hi, (selected if exact else None), False
+    return lo, walk.step(lo, rows), None, True
+
+
+class _Batches:
+    """The batches of one rule, run by one worker or several over disjoint ranges.
+
+    What the workers share sits behind one lock: where the next range starts,
+    the rows claimed against the allowance, the tallies.  A worker takes the
+    next range under the lock (a computed one at once; a query's, inside its
+    own transaction), writes it concurrently with the others, then, still
+    inside its transaction, claims its rows.  A claim that would pass the
+    allowance (rows became workable since the count, or the other workers'
+    batches took the rest), or a computed range that held more rows than a
+    batch may take, rolls the batch back; the worker then finishes its range
+    with batches whose query stops in time.  So the run never touches more
+    than it counted, whatever the number of workers, and each batch commits
+    whole or not at all.
+    """
+
+    def __init__(self, tx: Transactions, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
+                 out: RuleOutcome, limit: int, pace: Pace, lines: dict, met: dict, hooks: BatchHooks) -> None:
+        self.tx, self.plan, self.ctx, self.opts, self.out = tx, plan, ctx, opts, out
+        self.limit, self.pace, self.lines, self.met, self.hooks = limit, pace, lines, met, hooks
+        self.candidates, self.exact = _candidates(plan, opts)
+        self.walk = _walk(tx, plan, self.exact)
+        self.lock = threading.Lock()
+        self.lo = None              # where the next range starts
+        self.claimed = 0            # rows of batches committed or committing, refused rows included
+        self.numbered = 0
+        self.done = False
+        self.failed: BaseException | None = None
+
+    def run(self, workers: int) -> None:
+        if workers <= 1:
+            self.work()
+            return
+        threads = [threading.Thread(target=self._worker, name=f"batches-{i}", daemon=True)
+                   for i in range(1, workers)]
+        for t in threads:
+            t.start()
+        self._worker()
+        for t in threads:
+            t.join()
+        if self.failed is not None:
+            raise self.failed
+
+    def _worker(self) -> None:
+        try:
+            self.work()
+        except BaseException as e:      # the first failure stops the others and is the rule's
+            with self.lock:
+                if self.failed is None:
+                    self.failed = e
+
+    def work(self) -> None:
+        """Take ranges and run their batches until none is left, the allowance is used up, or a stop."""
+        rest = None                     # (lo, hi): what is left of this worker's range, done by bounded batches
+        while (rest is not None or not self.done) and self.failed is None and not self.hooks.stop_requested():
+            with self.lock:
+                allowance = self.limit - self.claimed
+            if allowance <= 0:
+                return
+            more, rest = self._one(allowance, rest)
+            if not more:
+                return
+
+    def _one(self, allowance: int, rest: tuple | None) -> tuple[bool, tuple | None]:
+        """One batch (retried where the engine says it may succeed): (whether to go on, the range left)."""
+        plan, pace = self.plan, self.pace
         t0 = time.monotonic()
-        allowance = limit - used()
-        for attempt in range(1, BATCH_ATTEMPTS + 1):
-            cascaded = {key: 0 for key in lines}
+        attempt, halvings = 0, 0
+        while True:
+            attempt += 1
+            cascaded = {key: 0 for key in self.lines}
             short: dict[str, int] = {}
+            claim, start, hi, number = 0, None, None, None
             try:
-                with tx.batch() as conn:
-                    # where every candidate row will be touched, the batch itself stops at the allowance
-                    hi, selected = _next_bound(conn, plan, candidates, lo,
-                                               max(1, min(size, allowance)) if exact else size, counted=True)
+                with self.tx.batch() as conn:
+                    if rest is not None:
+                        size = max(1, min(pace.rows, allowance)) >> halvings if self.exact else pace.rows
+                        if not size:
+                            return False, None
+                        start, hi, selected = _within(conn, plan, self.candidates, rest, size, self.exact)
+                        computed = False
+                    else:
+                        start, hi, selected, computed = self._take(conn, allowance)
                     if hi is None:
-                        hi = _NO_MORE
-                        break
-                    touched = _batch(conn, plan, ctx, opts, _range(plan, lo, hi), cascaded, allowance,
-                                     short=short, selected=int(selected) if exact else None)
-                    hooks.before_commit(plan, out.batches + 1, lo, hi, touched, cascaded)
+                        return rest is not None, None
+                    w0 = time.monotonic()
+                    touched = _batch(conn, plan, self.ctx, self.opts, _range(plan, start, hi), cascaded, allowance,
+                                     short=short, selected=selected)
+                    working = time.monotonic() - w0
+                    claim = touched + short.get("cancelled", 0) + short.get("changed", 0)
+                    with self.lock:
+                        if claim > self.limit - self.claimed or (computed and claim > pace.ceiling):
+                            allowance, claim = self.limit - self.claimed, 0
+                            raise _OverAllowance()
+                        self.claimed += claim
+                        self.numbered += 1
+                        number = self.numbered
+                    self.hooks.before_commit(plan, number, start, hi, touched, cascaded)
                 break
-            except SQLAlchemyError as e:
-                if attempt == BATCH_ATTEMPTS or not plan.impl.retryable(e):
+            except _OverAllowance:
+                if allowance <= 0:
+                    return False, None
+                if rest is not None:
+                    halvings += 1       # rows keep arriving in the range: ask for fewer
+                rest = (start, hi) if rest is None else rest
+            except BaseException as e:
+                if claim:
+                    with self.lock:
+                        self.claimed -= claim
+                        if number == self.numbered:      # no later batch took a number: reuse it
+                            self.numbered -= 1
+                if not isinstance(e, SQLAlchemyError) or attempt >= BATCH_ATTEMPTS or not plan.impl.retryable(e):
                     raise
                 log.warning("batch_retry", rule=plan.rule.name, attempt=attempt, error=describe_error(e))
-        if hi is _NO_MORE:
-            break
+                if rest is None and hi is not None:
+                    rest = (start, hi)
         # committed: only now does the batch count
-        out.touch += touched
-        out.batches += 1
-        for key, n in cascaded.items():
-            lines[key].rows += n
-        for reason, n in short.items():
-            _tally(met, reason, n)
-        hooks.committed(plan, out.batches, lo, hi, touched, cascaded)
-        lo = hi
-        elapsed = time.monotonic() - t0
-        # keep each transaction under max_batch_seconds: shrink fast, grow back slowly
-        if elapsed > settings.max_batch_seconds and size > 1:
-            size = max(1, size // 2)
-        elif elapsed < settings.max_batch_seconds / 4 and size < settings.batch_size:
-            size = min(settings.batch_size, size + max(1, size // 4))
-        log.debug("batch", rule=plan.rule.name, lo=lo, hi=hi, size=size, seconds=round(elapsed, 3))
+        with self.lock:
+            self.out.touch += touched
+            self.out.batches += 1
+            for key, n in cascaded.items():
+                self.lines[key].rows += n
+            for reason, n in short.items():
+                _tally(self.met, reason, n)
+            if computed:
+                self.walk.learn(start, hi, touched + sum(short.values()))
+            elapsed = time.monotonic() - t0
+            pace.learn(touched, elapsed, working)
+        self.hooks.committed(plan, number, start, hi, touched, cascaded)
+        log.debug("batch", rule=plan.rule.name, lo=start, hi=hi, rows=touched, next_rows=pace.rows,
+                  seconds=round(elapsed, 3))
+        return True, (None if rest is None or hi == rest[1] else (hi, rest[1]))
+
+    def _take(self, conn, allowance: int) -> tuple:
+        """The next range ``(lo, hi, selected, computed)``, taken under the lock."""
+        pace = self.pace
+        with self.lock:
+            if self.done:
+                return self.lo, None, 0, False
+            # a computed range aims under a large ceiling: its rows are only known once written, and
+            # one over the ceiling is done again (with few rows, cheaply; with many, rarely)
+            margin = pace.ceiling // 5 if pace.ceiling >= 50 else 0
+            aim = pace.rows if self.walk is None or pace.rows < pace.ceiling - margin else pace.ceiling - margin
+            taken = _next_range(conn, self.plan, self.candidates, self.lo, self.walk, aim, allowance, self.exact)
+            if taken[1] is None:
+                self.done = True
+            else:
+                self.lo = taken[1]
+            return taken
+
+
+def _within(conn, plan: RulePlan, pred: sa.ColumnElement, rest: tuple, size: int, exact: bool) -> tuple:
+    """The next ``size`` rows of ``pred`` inside the range ``rest`` = (lo, hi]: ``(lo, their last key, count)``."""
+    lo, hi = rest
+    inside = sa.and_(pred, plan.pk <= _key_value(plan, hi))
+    found, selected = _next_bound(conn, plan, inside, lo, size, counted=True)
+    return lo, found, (int(selected) if exact and found is not None else None)
+
+
+def workers(tx: Transactions, plan: RulePlan, opts: ExecOptions) -> int:
+    """How many workers run the rule's batches: ``opts.workers`` where the engine writes concurrently.
+
+    SQLite has one writer at a time (each batch holds the database's write
+    lock), and a simulation or ``--sql`` runs on one connection: there, one.
+    """
+    if opts.workers <= 1 or type(tx) is not Transactions:
+        return 1
+    if not plan.impl.concurrent_writers:
+        log.warning("workers", rule=plan.rule.name, workers=1, asked=opts.workers,
+                    why=f"{plan.impl.name} writes one transaction at a time: more workers would only wait")
+        return 1
+    return opts.workers
 
 
 def statements(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeContext,
