@@ -9,6 +9,7 @@ a range that meets rows the run did not count is redone within the allowance.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -143,3 +144,29 @@ def test_an_unset_batch_size_leaves_batches_to_time():
     # keys bound one parameter per key column stay under what the engine binds
     assert ceiling(Settings(), 2, 999) == 499
     assert Settings().max_batch_seconds == 0.2
+
+
+def test_a_uuid_key_is_batched_in_key_order(shop):
+    # PostgreSQL has no max(uuid): the batch bound of a key without a computed range
+    # is the last of the next rows in key order, on every engine
+    events = sa.Table("events", sa.MetaData(), sa.Column("id", sa.Uuid, primary_key=True),
+                      sa.Column("created_at", sa.DateTime, nullable=False))
+    events.create(shop.engine)
+    keys = sorted(uuid.UUID(int=(i * 7919) << 64 | i) for i in range(1, 13))
+    with shop.engine.begin() as conn:
+        conn.execute(events.insert(), [dict(id=k, created_at=OLD if i % 3 else NOW.replace(tzinfo=None))
+                                       for i, k in enumerate(keys)])
+    policy = shop.policy("""
+        [[rules]]
+        name = "events-purge"
+        table = "shop.events"
+        clock = "created_at"
+        after = "1d"
+        action = "delete"
+        max_fraction = 1.0
+        """, settings="batch_size = 3")
+    out = outcome(shop.run(policy, now=NOW), "events-purge")
+    with shop.engine.connect() as conn:
+        left = sorted(conn.execute(sa.select(events.c.id)).scalars())
+    assert (out.status, out.touch) == ("ok", 8) and out.batches >= 3
+    assert left == [k for i, k in enumerate(keys) if i % 3 == 0]

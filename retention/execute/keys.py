@@ -34,6 +34,14 @@ def _ranges(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, size: int)
         lo = hi
 
 
+def _has_max(plan: RulePlan) -> bool:
+    """Whether the key is one column whose type every engine can take the max() of
+    (PostgreSQL has none for uuid)."""
+    if plan.composite:
+        return False
+    return isinstance(plan.pk.type, (sa.Integer, sa.Numeric, sa.String, sa.Date, sa.DateTime))
+
+
 def _bound_query(plan: RulePlan, pred: sa.ColumnElement, lo, size) -> sa.Select:
     """The largest key among the next ``size`` rows after ``lo`` that match ``pred``.
 
@@ -44,10 +52,10 @@ def _bound_query(plan: RulePlan, pred: sa.ColumnElement, lo, size) -> sa.Select:
     pk = plan.pk
     cond = [pred] if lo is None else [pk > _key_value(plan, lo), pred]
     limit = sa.text(f"LIMIT {int(size)}") if isinstance(size, int) else sa.text("LIMIT :batch_size")
-    if not plan.composite:
+    if _has_max(plan):
         sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(limit).subquery()
         return sa.select(sa.func.max(sub.c.k))
-    # a row value has no max(): the next rows in key order, then the last of them
+    # a row value (or PostgreSQL's uuid) has no max(): the next rows in key order, then the last of them
     cols = plan.pk_columns
     sub = sa.select(*cols).where(*cond).order_by(*cols).suffix_with(limit).subquery()
     return sa.select(*sub.c).order_by(*(c.desc() for c in sub.c)).suffix_with(sa.text("LIMIT 1"))
@@ -59,16 +67,16 @@ def _next_bound(conn: Connection, plan: RulePlan, pred: sa.ColumnElement, lo, si
     With ``counted``: (that key, how many rows the batch holds), from the same statement.
     """
     query = _bound_query(plan, pred, lo, size)
-    if not plan.composite:
+    if _has_max(plan):
         if counted:
             return tuple(conn.execute(query.add_columns(sa.func.count())).one())
         return conn.execute(query).scalar()
     if counted:
         # the last key of the next rows, and (as a window over them) how many there are
         row = conn.execute(query.add_columns(sa.func.count().over())).first()
-        return (None, 0) if row is None else (tuple(row[:-1]), int(row[-1]))
+        return (None, 0) if row is None else (_key_of(plan, row), int(row[-1]))
     row = conn.execute(query).first()
-    return None if row is None else tuple(row)
+    return None if row is None else _key_of(plan, row)
 
 
 def _key_value(plan: RulePlan, key) -> sa.ColumnElement:
