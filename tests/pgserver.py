@@ -81,11 +81,12 @@ class _PostgresAdmin:
     unavailable = PostgresUnavailable
     engine_name = "PostgreSQL"
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database and return its SQLAlchemy URL: empty, or a copy of database ``template``."""
         # template0 guarantees an empty database even if someone
         # polluted template1 on a shared server.
-        self._admin(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0 ENCODING 'UTF8'")
+        self._admin(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template or 'template0')} "
+                    "ENCODING 'UTF8'")
         return self.database_url(name)
 
     def drop_database(self, name: str) -> None:
