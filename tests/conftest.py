@@ -7,6 +7,8 @@ Two tiers, selected by marker:
   (:mod:`tests.pgserver`), or uses ``RETENTION_TEST_PG_URL`` when set, and
   likewise one throwaway MariaDB (:mod:`tests.mariadbserver`,
   ``RETENTION_TEST_MARIADB_URL``); ``-m "not mariadb"`` leaves MariaDB out.
+  Under ``-n`` (pytest-xdist) each worker is a session of its own, so starts
+  servers of its own: free ports, distinct temporary directories.
 
 Every test that needs PostgreSQL (through ``pg_url``, ``pg_server`` or the
 ``postgresql`` variant of ``backend``) carries the ``postgresql`` marker.
