@@ -364,7 +364,7 @@ def child_main(spec_path: str) -> None:
     from collections import defaultdict
 
     from retention import commands
-    import retention.execute as ex
+    import retention.execute.rules as ex
 
     def vm(field_name: str) -> int:
         for line in Path("/proc/self/status").read_text().splitlines():

@@ -1,8 +1,16 @@
-"""One run at a time per application database.
+"""One run at a time per application database (per lock scope).
 
-PostgreSQL: a session-level advisory lock, held on a connection of its own
-for the whole run; it dies with the session, so a killed run never leaves
-it behind.  The holder is named through the session's ``application_name``.
+A lock has a scope, a short string (``run``, the whole job's): runs of the
+same scope exclude each other on a database, runs of different scopes do not.
+
+PostgreSQL, MySQL and MariaDB: a lock owned by a database session
+(``pg_try_advisory_lock``, ``GET_LOCK``), held on a connection of its own for
+the whole run; it dies with the session, so a killed run never leaves it
+behind.  PostgreSQL names the holder through the session's
+``application_name``; MySQL cannot show one session's details to another, so
+the holder also writes who it is into the state store, for a second run's
+message, and the next holder records a run whose session ended without
+removing that record as abandoned.
 
 SQLite (no session locks that outlive a statement): a lease row in the state
 store, renewed while the run lives and ending ``LEASE_SECONDS`` after its last
@@ -25,7 +33,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from retention.dialects.postgresql import RUN_LOCK
+from retention.dialects import impl_for
+from retention.dialects.base import DialectImpl, LockHolder
 from retention.errors import LockHeld
 from retention.state import StateStore
 from retention.state.tables import leases as L
@@ -64,20 +73,22 @@ def _identity(engine: Engine) -> str:
     url = engine.url
     if url.get_backend_name() == "sqlite":
         return "sqlite:" + os.path.realpath(url.database or "")
-    return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    backend = "mysql" if url.get_backend_name() == "mariadb" else url.get_backend_name()   # one server, two URL forms
+    return f"{backend}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
 
 
 class RunLock:
     """The locks of one run on its application databases; ``acquire`` raises LockHeld (exit 4)."""
 
-    def __init__(self, store: StateStore, engines: dict[str, Engine], run_id: str) -> None:
+    def __init__(self, store: StateStore, engines: dict[str, Engine], run_id: str, scope: str = "run") -> None:
         self.store = store
         self.engines = engines
         self.run_id = run_id
+        self.scope = scope
         self.host = hostname()
         self.pid = os.getpid()
         self.abandoned: list[tuple[str, str]] = []      # (run id, why) of stale leases taken over
-        self._sessions: list[Connection] = []
+        self._sessions: list[tuple[DialectImpl, Connection, str | None]] = []   # (engine, session, record)
         self._leases: list[str] = []
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -86,12 +97,13 @@ class RunLock:
         seen: set[str] = set()
         try:
             for name, engine in self.engines.items():
-                ident = _identity(engine)
+                ident = _identity(engine) + ("" if self.scope == "run" else f"#{self.scope}")
                 if ident in seen:
                     continue
                 seen.add(ident)
-                if engine.dialect.name == "postgresql":
-                    self._advisory(name, engine)
+                impl = impl_for(engine)
+                if impl.session_locks:
+                    self._session_lock(name, engine, impl, ident)
                 else:
                     self._lease(name, ident)
         except BaseException:
@@ -101,42 +113,59 @@ class RunLock:
             self._renewer = threading.Thread(target=self._renew, name="retention-lease", daemon=True)
             self._renewer.start()
 
-    # -- PostgreSQL ------------------------------------------------------------------
+    # -- session locks (PostgreSQL, MySQL, MariaDB) -------------------------------------
 
-    def _advisory(self, name: str, engine: Engine) -> None:
+    def _session_lock(self, name: str, engine: Engine, impl: DialectImpl, ident: str) -> None:
         conn = engine.connect()
         try:
-            tag = f"retention run={self.run_id} pid={self.pid} host={self.host}"[:63]
-            conn.execute(sa.text("SELECT set_config('application_name', :v, false)"), {"v": tag})
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k1, :k2)"),
-                               {"k1": RUN_LOCK[0], "k2": RUN_LOCK[1]}).scalar()
+            tag = f"retention run={self.run_id} pid={self.pid} host={self.host}"
+            got = impl.try_session_lock(conn, self.scope, tag)
             conn.commit()      # the lock is the session's: it outlives this transaction
+            if not got:
+                holder = self._describe(impl.session_lock_holder(conn, self.scope), ident)
+                conn.rollback()
         except BaseException:
             conn.close()
             raise
         if not got:
-            holder = self._pg_holder(conn)
             conn.close()
-            raise LockHeld(f"another run holds the lock on database '{name}': {holder}; "
-                           f"nothing was touched")
-        self._sessions.append(conn)
+            raise LockHeld(f"another run holds the lock on database '{name}': {holder}; nothing was touched")
+        record = None if impl.shows_lock_holder else ident
+        self._sessions.append((impl, conn, record))
+        if record is not None:
+            self._record(record)
 
-    @staticmethod
-    def _pg_holder(conn: Connection) -> str:
-        row = conn.execute(sa.text(
-            "SELECT a.application_name, a.backend_start, a.pid FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :k1 AND l.objid = :k2 "
-            "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-            {"k1": RUN_LOCK[0], "k2": RUN_LOCK[1]}).first()
-        conn.rollback()
-        if row is None:
+    def _describe(self, holder: LockHolder | None, ident: str) -> str:
+        if holder is None:
             return "a run that has just ended (try again)"
-        tag = dict(part.split("=", 1) for part in (row[0] or "").split()[1:] if "=" in part)
-        since = row[1].isoformat() if row[1] else "?"
+        tag = dict(part.split("=", 1) for part in (holder.tag or "").split()[1:] if "=" in part)
         if tag.get("run"):
-            return Holder(tag["run"], tag.get("host", "?"), int(tag.get("pid", 0) or 0), since).describe()
-        return f"database session {row[2]} since {since}"
+            return Holder(tag["run"], tag.get("host", "?"), int(tag.get("pid", 0) or 0),
+                          holder.since or "?").describe()
+        try:
+            with self.store.reading() as conn:
+                row = conn.execute(sa.select(L).where(L.c.name == ident)).first()
+        except SQLAlchemyError:
+            row = None
+        # a record whose process is gone is a killed run's, not yet replaced by the holder's own
+        if row is not None and not (row.host == self.host and not pid_alive(row.pid)):
+            return Holder(row.run_id, row.host, row.pid, row.acquired_at).describe() + \
+                f" (database session {holder.session})"
+        return f"database session {holder.session}"
+
+    def _record(self, ident: str) -> None:
+        """Write who holds the session lock ``ident`` for a second run to name; the record of a
+        run whose session ended without removing it (killed) is that run's abandonment."""
+        now = utcnow()
+        with self.store.writing() as conn:
+            row = conn.execute(sa.select(L).where(L.c.name == ident)).first()
+            if row is not None:
+                conn.execute(L.delete().where(L.c.name == ident))
+                if row.run_id != self.run_id:
+                    self.abandoned.append((row.run_id, "its database session ended without releasing the lock"))
+            # held while the session lives: the expiry says nothing here
+            conn.execute(L.insert().values(name=ident, run_id=self.run_id, host=self.host, pid=self.pid,
+                                           acquired_at=now.isoformat(), expires_at=now.isoformat()))
 
     # -- leases (SQLite) -----------------------------------------------------------------
 
@@ -181,9 +210,16 @@ class RunLock:
         if self._renewer is not None:
             self._renewer.join(timeout=5)
             self._renewer = None
-        for conn in self._sessions:
+        for impl, conn, record in self._sessions:
+            if record is not None:
+                # the record goes first: once the lock is free, a record left behind reads as abandoned
+                try:
+                    with self.store.writing() as w:
+                        w.execute(L.delete().where(L.c.name == record, L.c.run_id == self.run_id))
+                except SQLAlchemyError:
+                    pass    # the next holder records this run as abandoned
             try:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k1, :k2)"), {"k1": RUN_LOCK[0], "k2": RUN_LOCK[1]})
+                impl.release_session_lock(conn, self.scope)
                 conn.commit()
                 conn.close()
             except SQLAlchemyError:

@@ -108,6 +108,8 @@ class RulePlan:
     any_protector: sa.ColumnElement | None = None
     #: the instant the clock is compared with (``now - after``), or Beyond past an end of the calendar
     cutoff: Cutoff | None = None
+    #: ``[tables.*] partitions`` of the rule's table: "detach" or "drop" whole due partitions first
+    partitions: str = "delete"
 
     @property
     def pk_columns(self) -> tuple[sa.Column, ...]:
@@ -435,6 +437,7 @@ class Planner:
             max_rows=rule.max_rows if rule.max_rows is not None else settings.max_rows,
             max_fraction=rule.max_fraction if rule.max_fraction is not None else settings.max_fraction,
             any_protector=any_protector, cutoff=cutoff,
+            partitions=tc.partitions if (tc := self.model.tables.get(rule.table)) else "delete",
         )
         if rule.action == "anonymize":
             variants = self._variants(rule, t, protectors)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from retention import execute
+from retention.execute import rules
 from tests.shopkit import HOLDS, LOGS_PURGE, outcome
 
 UTC = timezone.utc
@@ -48,14 +48,14 @@ def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(sho
         if i > 1:
             shop.insert("legal_holds", dict(id=i, user_id=i, released_at=None))
     policy = shop.policy(LOGS_PURGE + "max_rows = 2\n" + HOLDS)
-    original = execute.guard_state
+    original = rules.guard_state
 
     def guard_then_app_releases_every_hold(out, plan, allow_large):
         original(out, plan, allow_large)
         with shop.engine.begin() as conn:
             conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
 
-    monkeypatch.setattr(execute, "guard_state", guard_then_app_releases_every_hold)
+    monkeypatch.setattr(rules, "guard_state", guard_then_app_releases_every_hold)
     out = outcome(shop.run(policy, now=NOW), "logs-purge")
     assert (out.due, out.protected_total) == (10, 8)
     assert shop.count("logs") >= 8, "max_rows = 2, yet the run deleted more"
@@ -65,7 +65,7 @@ def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(sho
 def test_counts_add_up_when_rows_stop_being_due_during_the_run(shop, monkeypatch):
     for i in range(1, 5):
         shop.user(i, status="closed", closed_at=OLD)
-    original = execute.guard_state
+    original = rules.guard_state
 
     def guard_then_app_reopens_two_accounts(out, plan, allow_large):
         original(out, plan, allow_large)
@@ -73,7 +73,7 @@ def test_counts_add_up_when_rows_stop_being_due_during_the_run(shop, monkeypatch
             users = shop.t("users")
             conn.execute(users.update().where(users.c.id > 2).values(status="active", closed_at=None))
 
-    monkeypatch.setattr(execute, "guard_state", guard_then_app_reopens_two_accounts)
+    monkeypatch.setattr(rules, "guard_state", guard_then_app_reopens_two_accounts)
     out = outcome(shop.run(shop.policy(USERS_PURGE), now=NOW), "closed-users-purge")
     assert out.touch == 2 and shop.ids("users") == [3, 4]
     assert adds_up(out), (out.due, out.protected_total, out.touch, out.unchanged, out.remaining)

@@ -37,8 +37,9 @@ def adds_up(out) -> bool:
 _DIE_MID_BATCH = textwrap.dedent("""
     import os, signal, sys
     from datetime import datetime, timezone
-    from retention import commands, execute
-    original, seen = execute._cascade, []
+    from retention import commands
+    from retention.execute import batch
+    original, seen = batch._cascade, []
 
     def cascade_then_die(conn, plan, steps, roots, cascaded, path=()):
         original(conn, plan, steps, roots, cascaded, path)
@@ -47,7 +48,7 @@ _DIE_MID_BATCH = textwrap.dedent("""
             if len(seen) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    execute._cascade = cascade_then_die
+    batch._cascade = cascade_then_die
     commands.run(sys.argv[1], now=datetime(2026, 6, 15, 12, tzinfo=timezone.utc),
                  env={"RETENTION_HASH_KEY": "k"})
     """)

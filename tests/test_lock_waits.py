@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from retention import execute
+from retention.execute import batch, rules
 from tests.shopkit import LOGS_PURGE, cascades, outcome
 
 UTC = timezone.utc
@@ -52,7 +52,7 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
         on_parent_delete = "delete"
         """, settings='lock_timeout = "10s"')
     app = shop.engine.connect()
-    original, staged = execute._next_bound, {}
+    original, staged = rules._next_bound, {}
 
     def next_bound_then_app_writes_a_note(conn, plan, pred, lo, size, **kw):
         hi = original(conn, plan, pred, lo, size, **kw)
@@ -65,7 +65,7 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
             staged["timer"].start()
         return hi
 
-    monkeypatch.setattr(execute, "_next_bound", next_bound_then_app_writes_a_note)
+    monkeypatch.setattr(rules, "_next_bound", next_bound_then_app_writes_a_note)
     try:
         out = outcome(shop.run(policy, now=NOW), "closed-users-purge")
     finally:
@@ -115,13 +115,13 @@ def test_pg_interrupted_simulation_leaves_no_transaction_or_lock(pg_shop, monkey
         on_parent_delete = "delete"
         """)
     before = shop.dump()
-    original = execute._cascade
+    original = batch._cascade
 
     def cascade_then_interrupt(*a, **kw):
         original(*a, **kw)
         raise KeyboardInterrupt   # Ctrl-C after the children went, before the parents
 
-    monkeypatch.setattr(execute, "_cascade", cascade_then_interrupt)
+    monkeypatch.setattr(batch, "_cascade", cascade_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         shop.run(policy, dry_run=True, simulate=True, now=NOW)
     with shop.engine.connect() as conn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 
-from retention import execute
+from retention.execute import count, rules
 from tests.shopkit import LOGS_PURGE, outcome
 
 UTC = timezone.utc
@@ -48,7 +48,7 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     shop.insert("logs", *[dict(id=i, user_id=None, ip="10.1.2.3", created_at=OLD) for i in range(1, 4)])
     path = shop.url.removeprefix("sqlite:///")
-    original, app_errors, threads = execute._next_bound, [], []
+    original, app_errors, threads = rules._next_bound, [], []
 
     def app_write():
         app = sqlite3.connect(path, timeout=10, isolation_level=None)
@@ -67,7 +67,7 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
             threads[0].join(0.3)          # give it time to hit our lock
         return hi
 
-    monkeypatch.setattr(execute, "_next_bound", next_bound_then_app_writes)
+    monkeypatch.setattr(rules, "_next_bound", next_bound_then_app_writes)
     report = shop.run(shop.policy(LOGS_PURGE), now=NOW)
     threads[0].join()
     out = outcome(report, "logs-purge")
@@ -79,7 +79,7 @@ def test_plain_dry_run_does_not_block_app_writers_between_its_statements(sqlite_
     shop = sqlite_shop
     shop.user(1, status="closed", closed_at=OLD)
     path = shop.url.removeprefix("sqlite:///")
-    original, errors = execute.count_touch, []
+    original, errors = count.count_touch, []
 
     def count_touch_while_app_writes(conn, plan, opts, *rest):
         n = original(conn, plan, opts, *rest)
@@ -92,7 +92,7 @@ def test_plain_dry_run_does_not_block_app_writers_between_its_statements(sqlite_
             app.close()
         return n
 
-    monkeypatch.setattr(execute, "count_touch", count_touch_while_app_writes)
+    monkeypatch.setattr(count, "count_touch", count_touch_while_app_writes)
     shop.run(shop.policy("""
         [[rules]]
         name = "closed-anonymize"

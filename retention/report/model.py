@@ -54,6 +54,23 @@ class NotDone:
 
 
 @dataclass
+class PartitionOutcome:
+    """A whole partition of the rule's table, detached (and dropped) instead of deleted row by row.
+
+    ``status`` is ``would drop`` / ``would detach`` (dry run), ``dropped`` /
+    ``detached`` (run; a detached partition is left as a table of that name),
+    or ``kept`` (``reason`` says why: its rows went row by row).  ``rows`` is
+    how many rows it held, all due and none protected; they count in ``touch``.
+    """
+
+    partition: str        # "shop.payments_2020_01"
+    action: str           # drop | detach
+    rows: int
+    status: str
+    reason: str = ""
+
+
+@dataclass
 class Guard:
     state: str = "ok"                 # ok | tripped | allowed (tripped, but --allow-large)
     max_rows: int | None = None
@@ -93,6 +110,8 @@ class RuleOutcome:
     error: str | None = None
     duration_seconds: float = 0.0
     statements: list[str] = field(default_factory=list)
+    #: ``partitions = "drop" | "detach"``: whole partitions taken instead of their rows (part of ``touch``)
+    partitions: list[PartitionOutcome] = field(default_factory=list)
 
     @property
     def protected_total(self) -> int:
@@ -165,7 +184,10 @@ class Report:
                 "overdue": sum(r["urgency"] == "overdue" for r in self.requests),
                 "due_soon": sum(r["urgency"] == "due_soon" for r in self.requests),
                 "partial": sum(r["status"] == "partial" for r in self.requests),
-                "failed": sum(bool(r.get("error")) for r in self.requests)}
+                "failed": sum(bool(r.get("error")) for r in self.requests),
+                "incomplete": sum(bool(r.get("not_done")) for r in self.requests),
+                "skipped": sum(bool(r.get("skipped")) for r in self.requests),
+                "plan_drifted": sum(bool(r.get("plan_drifted")) for r in self.requests)}
 
     @property
     def exit_code(self) -> int:
@@ -173,7 +195,10 @@ class Report:
             return 130 if self.interrupted == "SIGINT" else 143
         if self.errors or any(r.status in ("failed", "incomplete") for r in self.rules):
             return 1
-        if any(r.status in ("guard_tripped", "plan_drifted") for r in self.rules):
+        if any(r.get("not_done") for r in self.requests):      # the database kept rows a request erases
+            return 1
+        if any(r.status in ("guard_tripped", "plan_drifted") for r in self.rules) \
+                or any(r.get("plan_drifted") for r in self.requests):
             return 3
         return 0
 
