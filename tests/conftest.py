@@ -136,7 +136,10 @@ def _database_name(nodeid: str) -> str:
 def pg_url(pg_server, request):
     """SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test."""
     name = _database_name(request.node.nodeid)
-    url = pg_server.create_database(name, template=_pg_shop_template(request, pg_server))
+    template = _pg_shop_template(request, pg_server)
+    url = pg_server.create_database(name, template=template)
+    if template:
+        _SHOP_COPIES.add(url)
     try:
         yield url
     finally:
@@ -212,11 +215,15 @@ def sqlite_shop(tmp_path):
 @pytest.fixture
 def pg_shop(pg_url, tmp_path):
     """An empty scenario shop on PostgreSQL only."""
-    s = Shop(pg_url, tmp_path, created=True)
+    s = Shop(pg_url, tmp_path, created=_is_shop_copy(pg_url))
     yield s
     s.close()
 
 
+#: URLs of PostgreSQL databases made as copies of the shop template (each name is used once)
+_SHOP_COPIES: set[str] = set()
+
+
 def _is_shop_copy(url: str) -> bool:
-    # pg_url copies the shop template for tests that take a shop (see _pg_shop_template)
-    return url.startswith("postgresql")
+    # a shop fixture requested dynamically (getfixturevalue) finds an empty database instead
+    return url in _SHOP_COPIES
