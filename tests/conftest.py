@@ -7,6 +7,8 @@ Two tiers, selected by marker:
   (:mod:`tests.pgserver`), or uses ``RETENTION_TEST_PG_URL`` when set, and
   likewise one throwaway MariaDB (:mod:`tests.mariadbserver`,
   ``RETENTION_TEST_MARIADB_URL``); ``-m "not mariadb"`` leaves MariaDB out.
+  Under ``-n`` (pytest-xdist) each worker is a session of its own, so starts
+  servers of its own: free ports, distinct temporary directories.
 
 Every test that needs PostgreSQL (through ``pg_url``, ``pg_server`` or the
 ``postgresql`` variant of ``backend``) carries the ``postgresql`` marker.
@@ -134,11 +136,14 @@ def _database_name(nodeid: str) -> str:
 def pg_url(pg_server, request):
     """SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test."""
     name = _database_name(request.node.nodeid)
-    url = pg_server.create_database(name)
+    template = _pg_shop_template(request, pg_server)
+    url = pg_server.create_database(name, template=template)
+    if template:
+        _SHOP_COPIES.add(url)
     try:
         yield url
     finally:
-        pg_server.drop_database(name)
+        pg_server.drop_database_later(name)
 
 
 @pytest.fixture
@@ -149,7 +154,28 @@ def mariadb_url(mariadb_server, request):
     try:
         yield url
     finally:
-        mariadb_server.drop_database(name)
+        # MariaDB's DROP DATABASE costs about as much as the test: no test waits for it
+        mariadb_server.drop_database_later(name)
+
+
+def _pg_shop_template(request, pg_server) -> str | None:
+    """The shop template's name when the test builds a shop on this database, else None (empty).
+
+    Copying a database that already holds the empty shop schema costs a fraction
+    of creating its tables one by one; ``shop`` and ``pg_shop`` then skip that step.
+    """
+    if not {"shop", "pg_shop"} & set(request.fixturenames):
+        return None
+    return request.getfixturevalue("pg_shop_template")
+
+
+@pytest.fixture(scope="session")
+def pg_shop_template(pg_server, tmp_path_factory):
+    """A PostgreSQL database holding the empty shop schema, copied for each shop on PostgreSQL."""
+    name = f"t_shop_template_{uuid.uuid4().hex[:12]}"
+    Shop(pg_server.create_database(name), tmp_path_factory.mktemp("shop-template")).close()
+    yield name
+    pg_server.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql),
@@ -173,7 +199,7 @@ def backend(request, tmp_path):
 @pytest.fixture
 def shop(backend, tmp_path):
     """An empty scenario shop on each backend (SQLite, PostgreSQL, MariaDB)."""
-    s = Shop(backend, tmp_path)
+    s = Shop(backend, tmp_path, created=_is_shop_copy(backend))
     yield s
     s.close()
 
@@ -189,6 +215,15 @@ def sqlite_shop(tmp_path):
 @pytest.fixture
 def pg_shop(pg_url, tmp_path):
     """An empty scenario shop on PostgreSQL only."""
-    s = Shop(pg_url, tmp_path)
+    s = Shop(pg_url, tmp_path, created=_is_shop_copy(pg_url))
     yield s
     s.close()
+
+
+#: URLs of PostgreSQL databases made as copies of the shop template (each name is used once)
+_SHOP_COPIES: set[str] = set()
+
+
+def _is_shop_copy(url: str) -> bool:
+    # a shop fixture requested dynamically (getfixturevalue) finds an empty database instead
+    return url in _SHOP_COPIES

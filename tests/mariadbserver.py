@@ -21,31 +21,25 @@ interface over a server given by URL (``RETENTION_TEST_MARIADB_URL``).
 
 from __future__ import annotations
 
-import atexit
 import os
-import pwd
 import re
 import shutil
 import signal
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
-from pgserver import _as_user, _tmp_base, free_port
+from dbserver import ExistingServerBase, ServerUnavailable, ThrowawayServer, _as_user
 
 #: created by mariadb-install-db with no password, reachable only over loopback
 SUPERUSER = "root"
 
-_FALLBACK_USER = "retention-mariadb"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
 
-class MariaDBUnavailable(RuntimeError):
+class MariaDBUnavailable(ServerUnavailable):
     """No MariaDB binaries were found, or the server would not start."""
 
 
@@ -73,23 +67,11 @@ def _quote_ident(name: str) -> str:
     return f"`{name}`"
 
 
-class _DatabaseAdmin:
-    """CREATE/DROP DATABASE through a maintenance URL (``self.admin_url``)."""
+class _MariaDBAdmin:
+    """MariaDB's CREATE/DROP DATABASE, for a server of ours or someone else's."""
 
-    admin_url: str
-
-    def _admin(self, sql: str):
-        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                result = conn.exec_driver_sql(sql)
-                return result.all() if result.returns_rows else None
-        finally:
-            engine.dispose()
-
-    def database_url(self, name: str) -> str:
-        """The SQLAlchemy URL of database ``name`` on this server."""
-        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+    unavailable = MariaDBUnavailable
+    engine_name = "MariaDB"
 
     def create_database(self, name: str) -> str:
         """Create an empty database and return its SQLAlchemy URL."""
@@ -108,16 +90,8 @@ class _DatabaseAdmin:
                 pass  # it ended by itself meanwhile
         self._admin(f"DROP DATABASE IF EXISTS {quoted}")
 
-    def check(self) -> None:
-        """Raise :class:`MariaDBUnavailable` unless the server answers."""
-        try:
-            self._admin("SELECT 1")
-        except sa.exc.SQLAlchemyError as exc:
-            raise MariaDBUnavailable(f"cannot connect to MariaDB: {exc.__class__.__name__}: "
-                                     f"{str(exc).splitlines()[0]}") from exc
 
-
-class ExistingMariaDB(_DatabaseAdmin):
+class ExistingMariaDB(_MariaDBAdmin, ExistingServerBase):
     """A server someone else runs, given by a SQLAlchemy URL of a user allowed to create databases.
 
     Its time-zone tables must be loaded for the scenarios that use a named
@@ -130,18 +104,19 @@ class ExistingMariaDB(_DatabaseAdmin):
             parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
         self.admin_url = parsed._replace(database=None).render_as_string(hide_password=False)
 
-    def stop(self) -> None:
-        """Nothing to stop: the server is not ours."""
 
-
-class MariaDBServer(_DatabaseAdmin):
+class MariaDBServer(_MariaDBAdmin, ThrowawayServer):
     """A throwaway MariaDB server in a temporary directory.
 
     ``start()`` creates the system tables and starts ``mariadbd`` on a free
     port of 127.0.0.1 (as an unprivileged user when the process is root: the
-    server refuses to run as root); ``stop()`` stops it and removes the
-    directory.
+    server refuses to run as root), then loads the time zones; ``stop()``
+    stops it and removes the directory.
     """
+
+    tmp_prefix = "retention-mariadb-"
+    users = ("mysql",)
+    fallback_user = "retention-mariadb"
 
     #: InnoDB's durability and sizes: durability is worthless for a server deleted after the run
     #: (a benchmark, which must pay for it as production does, gives its own)
@@ -150,23 +125,10 @@ class MariaDBServer(_DatabaseAdmin):
         "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M")
 
     def __init__(self, *, startup_timeout: float = 60.0, time_zones: bool = True) -> None:
-        self.startup_timeout = startup_timeout
+        super().__init__(startup_timeout=startup_timeout)
         self.time_zones = time_zones
-        self.port: int | None = None
-        self.tmpdir: Path | None = None
-        self.run_as: str | None = None
-        self.startup_seconds: float | None = None
+        self._binaries: tuple[Path, Path] | None = None
         self._proc: subprocess.Popen | None = None
-
-    @property
-    def datadir(self) -> Path:
-        assert self.tmpdir is not None, "server not started"
-        return self.tmpdir / "data"
-
-    @property
-    def logfile(self) -> Path:
-        assert self.tmpdir is not None, "server not started"
-        return self.tmpdir / "server.log"
 
     @property
     def socket(self) -> Path:
@@ -174,75 +136,19 @@ class MariaDBServer(_DatabaseAdmin):
         return self.tmpdir / "mariadbd.sock"
 
     @property
-    def admin_url(self) -> str:  # type: ignore[override]
+    def admin_url(self) -> str:
         return f"mariadb+pymysql://{SUPERUSER}@127.0.0.1:{self.port}/"
 
-    # -- lifecycle ---------------------------------------------------------
+    def _find_binaries(self) -> None:
+        self._binaries = find_binaries()
 
-    def start(self) -> "MariaDBServer":
-        """Create the system tables, start the server, load the time zones; returns ``self``."""
-        began = time.monotonic()
-        install_db, mariadbd = find_binaries()
-        self.run_as = _unprivileged_user() if os.geteuid() == 0 else None
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="retention-mariadb-", dir=_tmp_base(self.run_as)))
-        atexit.register(self.stop)
-        try:
-            if self.run_as:
-                pw = pwd.getpwnam(self.run_as)
-                os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
-            self._run([str(install_db), "--no-defaults", f"--datadir={self.datadir}",
-                       "--auth-root-authentication-method=normal", "--skip-test-db",
-                       "--skip-name-resolve"])
-            for attempt in range(3):
-                self.port = free_port()
-                try:
-                    self._launch(mariadbd)
-                    break
-                except MariaDBUnavailable:
-                    if attempt == 2 or "already in use" not in self._log_tail():
-                        raise
-            if self.time_zones:
-                self._load_time_zones()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
-        return self
+    def _initialise(self) -> None:
+        self._run([str(self._binaries[0]), "--no-defaults", f"--datadir={self.datadir}",
+                   "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"],
+                  timeout=self.startup_timeout + 60)
 
-    def stop(self) -> None:
-        """Stop the server (no flush: its files are deleted next) and remove its directory. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            # SIGKILL: no shutdown work for files about to be deleted. runuser stays the
-            # parent of the server, so the server is killed by its own pid (the pid file),
-            # and the process group this class started only if that is not enough.
-            try:
-                os.kill(int((self.tmpdir / "mariadbd.pid").read_text().strip()), signal.SIGKILL)
-            except (OSError, ValueError, TypeError):
-                pass
-            try:
-                proc.wait(timeout=10)   # runuser reaps the server and exits
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
-                except (OSError, subprocess.TimeoutExpired):
-                    pass
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
-        atexit.unregister(self.stop)
-
-    def __enter__(self) -> "MariaDBServer":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    # -- helpers -----------------------------------------------------------
-
-    def _launch(self, mariadbd: Path) -> None:
-        argv = [str(mariadbd), "--no-defaults", f"--datadir={self.datadir}",
+    def _launch(self) -> None:
+        argv = [str(self._binaries[1]), "--no-defaults", f"--datadir={self.datadir}",
                 "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.socket}",
                 f"--pid-file={self.tmpdir / 'mariadbd.pid'}", f"--log-error={self.logfile}",
                 "--skip-name-resolve", "--skip-log-bin", "--skip-symbolic-links",
@@ -254,19 +160,36 @@ class MariaDBServer(_DatabaseAdmin):
         self._proc = subprocess.Popen(argv, cwd=self.tmpdir, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
+        try:
+            self._wait_answering(alive=lambda: self._proc.poll() is None)
+        except MariaDBUnavailable:
             if self._proc.poll() is not None:
                 self._proc = None
-                raise MariaDBUnavailable(f"mariadbd exited at start:\n{self._log_tail()}")
+            raise
+
+    def _after_start(self) -> None:
+        if self.time_zones:
+            self._load_time_zones()
+
+    def _shutdown(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # SIGKILL: no shutdown work for files about to be deleted. runuser stays the
+        # parent of the server, so the server is killed by its own pid (the pid file),
+        # and the process group this class started only if that is not enough.
+        try:
+            os.kill(int((self.tmpdir / "mariadbd.pid").read_text().strip()), signal.SIGKILL)
+        except (OSError, ValueError, TypeError):
+            pass
+        try:
+            proc.wait(timeout=10)   # runuser reaps the server and exits
+        except subprocess.TimeoutExpired:
             try:
-                self.check()
-                return
-            except MariaDBUnavailable:
-                if time.monotonic() > deadline:
-                    raise MariaDBUnavailable(f"mariadbd did not answer within {self.startup_timeout:.0f}s:\n"
-                                             f"{self._log_tail()}") from None
-                time.sleep(0.1)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
 
     def _load_time_zones(self) -> None:
         """Fill mysql.time_zone* from the system's zoneinfo, as Debian's package does on install."""
@@ -287,37 +210,3 @@ class MariaDBServer(_DatabaseAdmin):
                     pass
         finally:
             conn.close()
-
-    def _run(self, argv: list[str]) -> None:
-        cmd = _as_user(self.run_as, argv) if self.run_as else argv
-        proc = subprocess.run(cmd, cwd=self.tmpdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=self.startup_timeout + 60)
-        if proc.returncode != 0:
-            raise MariaDBUnavailable(f"{Path(argv[0]).name} failed (exit {proc.returncode}): "
-                                     f"{proc.stdout.strip()[-2000:]}")
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def _unprivileged_user() -> str:
-    """``mysql`` if the package created it; else a dedicated system user; ``nobody`` last."""
-    for name in ("mysql", _FALLBACK_USER):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            pass
-    useradd = shutil.which("useradd")
-    if useradd:
-        subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/bin/sh", _FALLBACK_USER],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        try:
-            pwd.getpwnam(_FALLBACK_USER)
-            return _FALLBACK_USER
-        except KeyError:
-            pass
-    return "nobody"

@@ -16,32 +16,25 @@ interface over a server given by URL (``RETENTION_TEST_PG_URL``).
 
 from __future__ import annotations
 
-import atexit
 import glob
 import os
-import pwd
 import re
 import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+
+from dbserver import ExistingServerBase, ServerUnavailable, ThrowawayServer, free_port
+
+__all__ = ["ExistingServer", "PostgresServer", "PostgresUnavailable", "find_bindir", "free_port"]
 
 #: The role created by initdb (``-U``) and used in every URL.
 SUPERUSER = "postgres"
 
-#: Tried, in order, when running as root and no ``postgres`` user exists.
-_FALLBACK_USER = "retention-pg"
-
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailable(ServerUnavailable):
     """No PostgreSQL binaries were found, or the server would not start."""
 
 
@@ -76,41 +69,24 @@ def find_bindir() -> Path:
         "(install the 'postgresql' package, or set RETENTION_TEST_PG_URL to an existing server)")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _quote_ident(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"database name {name!r} must be a lowercase identifier of at most 63 characters")
     return f'"{name}"'
 
 
-class _DatabaseAdmin:
-    """CREATE/DROP DATABASE through a maintenance URL (``self.admin_url``)."""
+class _PostgresAdmin:
+    """PostgreSQL's CREATE/DROP DATABASE, for a server of ours or someone else's."""
 
-    admin_url: str
+    unavailable = PostgresUnavailable
+    engine_name = "PostgreSQL"
 
-    def _admin(self, sql: str) -> None:
-        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(sql)
-        finally:
-            engine.dispose()
-
-    def database_url(self, name: str) -> str:
-        """The SQLAlchemy URL of database ``name`` on this server."""
-        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
-
-    def create_database(self, name: str) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database and return its SQLAlchemy URL: empty, or a copy of database ``template``."""
         # template0 guarantees an empty database even if someone
         # polluted template1 on a shared server.
-        self._admin(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0 ENCODING 'UTF8'")
+        self._admin(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template or 'template0')} "
+                    "ENCODING 'UTF8'")
         return self.database_url(name)
 
     def drop_database(self, name: str) -> None:
@@ -119,16 +95,8 @@ class _DatabaseAdmin:
         # FORCE (PostgreSQL 13+) terminates leftover sessions.
         self._admin(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
-    def check(self) -> None:
-        """Raise :class:`PostgresUnavailable` unless the server answers."""
-        try:
-            self._admin("SELECT 1")
-        except sa.exc.SQLAlchemyError as exc:
-            raise PostgresUnavailable(f"cannot connect to PostgreSQL: {exc.__class__.__name__}: "
-                                      f"{str(exc).splitlines()[0]}") from exc
 
-
-class ExistingServer(_DatabaseAdmin):
+class ExistingServer(_PostgresAdmin, ExistingServerBase):
     """A server someone else runs, given by a SQLAlchemy URL with CREATEDB rights.
 
     The URL's database is only used to connect for CREATE/DROP DATABASE.
@@ -143,11 +111,8 @@ class ExistingServer(_DatabaseAdmin):
             parsed = parsed.set(database="postgres")
         self.admin_url = parsed.render_as_string(hide_password=False)
 
-    def stop(self) -> None:
-        """Nothing to stop: the server is not ours."""
 
-
-class PostgresServer(_DatabaseAdmin):
+class PostgresServer(_PostgresAdmin, ThrowawayServer):
     """A throwaway PostgreSQL cluster in a temporary directory.
 
     ``start()`` runs initdb and pg_ctl (as an unprivileged user when the
@@ -156,88 +121,45 @@ class PostgresServer(_DatabaseAdmin):
     ``stop()`` stops the server and removes the directory.
     """
 
+    tmp_prefix = "retention-pg-"
+    users = ("postgres",)
+    fallback_user = "retention-pg"
+
     def __init__(self, bindir: str | os.PathLike | None = None, *, startup_timeout: float = 60.0) -> None:
+        super().__init__(startup_timeout=startup_timeout)
         self.bindir = Path(bindir) if bindir else None
-        self.startup_timeout = startup_timeout
-        self.port: int | None = None
-        self.tmpdir: Path | None = None
-        self.run_as: str | None = None
-        self.startup_seconds: float | None = None
         self._running = False
 
-    # -- paths -------------------------------------------------------------
-
     @property
-    def datadir(self) -> Path:
-        assert self.tmpdir is not None, "server not started"
-        return self.tmpdir / "data"
-
-    @property
-    def logfile(self) -> Path:
-        assert self.tmpdir is not None, "server not started"
-        return self.tmpdir / "server.log"
-
-    @property
-    def admin_url(self) -> str:  # type: ignore[override]
+    def admin_url(self) -> str:
         """URL of the ``postgres`` maintenance database."""
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
 
-    # -- lifecycle ---------------------------------------------------------
-
-    def start(self) -> "PostgresServer":
-        """Create the cluster and start the server; returns ``self``."""
-        began = time.monotonic()
+    def _find_binaries(self) -> None:
         if self.bindir is None:
             self.bindir = find_bindir()
-        self.run_as = _unprivileged_user() if os.geteuid() == 0 else None
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="retention-pg-", dir=_tmp_base(self.run_as)))
-        atexit.register(self.stop)
-        try:
-            if self.run_as:
-                pw = pwd.getpwnam(self.run_as)
-                os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
-            self._run(["initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust",
-                       "--encoding=UTF8", "--locale=C", "--no-sync"])
-            # The port was free when picked but another process may take it
-            # before the server binds; a few tries make that race harmless.
-            for attempt in range(3):
-                self.port = free_port()
-                self._write_conf()
-                try:
-                    self._run(["pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile),
-                               "-w", "-t", str(int(self.startup_timeout)), "start"])
-                    break
-                except PostgresUnavailable:
-                    if attempt == 2 or "already in use" not in self._log_tail():
-                        raise
-            self._running = True
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
-        return self
 
-    def stop(self) -> None:
-        """Stop the server (fast, no checkpoint) and remove its directory. Idempotent."""
+    def _initialise(self) -> None:
+        self._pg(["initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust",
+                  "--encoding=UTF8", "--locale=C", "--no-sync"])
+
+    def _launch(self) -> None:
+        self._write_conf()
+        self._pg(["pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile),
+                  "-w", "-t", str(int(self.startup_timeout)), "start"])
+        self._running = True
+        # pg_ctl -w already waited, but a real connection through the same
+        # driver the tests use is the check that matters.
+        self._wait_answering()
+
+    def _shutdown(self) -> None:
+        """Stop fast, without a checkpoint: the files are deleted next."""
         if self._running:
             self._running = False
             try:
-                self._run(["pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop"])
+                self._pg(["pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop"])
             except PostgresUnavailable:
                 pass  # already gone; removing the directory is all that is left
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
-        atexit.unregister(self.stop)
-
-    def __enter__(self) -> "PostgresServer":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    # -- helpers -----------------------------------------------------------
 
     def _write_conf(self) -> None:
         settings = {
@@ -256,88 +178,12 @@ class PostgresServer(_DatabaseAdmin):
         auto.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
         os.chown(auto, stat.st_uid, stat.st_gid)
 
-    def _run(self, argv: list[str]) -> None:
+    def _pg(self, argv: list[str]) -> None:
+        """Run one of the server's tools from ``bindir``; pg_ctl's failures carry the server log."""
         assert self.bindir is not None
-        cmd = [str(self.bindir / argv[0]), *argv[1:]]
-        if self.run_as:
-            cmd = _as_user(self.run_as, cmd)
-        # cwd: initdb and pg_ctl fail if they cannot stat the working
-        # directory, which an unprivileged user cannot do in /root.
-        proc = subprocess.run(cmd, cwd=self.tmpdir, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=self.startup_timeout + 30)
-        if proc.returncode != 0:
-            raise PostgresUnavailable(
-                f"{argv[0]} failed (exit {proc.returncode}): {proc.stdout.strip()[-2000:]}"
-                + (f"\nserver log:\n{self._log_tail()}" if argv[0] == "pg_ctl" else ""))
-
-    def _log_tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _wait_ready(self) -> None:
-        # pg_ctl -w already waited, but a real connection through the same
-        # driver the tests use is the check that matters.
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            try:
-                self.check()
-                return
-            except PostgresUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-
-def _unprivileged_user() -> str:
-    """A system user to run PostgreSQL as when we are root.
-
-    ``postgres`` if the distribution created it; otherwise a dedicated system
-    user, created on first use; ``nobody`` as a last resort.
-    """
-    for name in ("postgres", _FALLBACK_USER):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            pass
-    useradd = shutil.which("useradd")
-    if useradd:
-        subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/bin/sh", _FALLBACK_USER],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        try:
-            pwd.getpwnam(_FALLBACK_USER)
-            return _FALLBACK_USER
-        except KeyError:
-            pass
-    return "nobody"
-
-
-def _as_user(user: str, cmd: list[str]) -> list[str]:
-    """Wrap ``cmd`` to run as ``user``: runuser if present, else su."""
-    runuser = shutil.which("runuser") or (os.path.exists("/usr/sbin/runuser") and "/usr/sbin/runuser")
-    if runuser:
-        return [runuser, "-u", user, "--", *cmd]
-    # su needs a shell: the user's own may be nologin, so name one.
-    return ["su", "-s", "/bin/sh", user, "-c", " ".join(_shell_quote(c) for c in cmd)]
-
-
-def _shell_quote(s: str) -> str:
-    return "'" + s.replace("'", "'\"'\"'") + "'"
-
-
-def _tmp_base(user: str | None) -> str | None:
-    """Where to create the temporary directory.
-
-    The default temp dir, unless we run the server as another user who
-    cannot reach it (``TMPDIR`` under ``/root``, mode 0700): then ``/tmp``.
-    """
-    base = Path(tempfile.gettempdir())
-    if user is None:
-        return None
-    for parent in [base, *base.parents]:
-        if not os.stat(parent).st_mode & 0o001:   # others may not traverse it
-            return "/tmp"
-    return str(base)
+            self._run([str(self.bindir / argv[0]), *argv[1:]], timeout=self.startup_timeout + 30)
+        except PostgresUnavailable as exc:
+            if argv[0] != "pg_ctl":
+                raise
+            raise PostgresUnavailable(f"{exc}\nserver log:\n{self._log_tail()}") from None

@@ -1,4 +1,4 @@
-"""Helpers for tests of a run's life: state stores, the audit table, the CLI in a subprocess."""
+"""Helpers for tests of a run's life: state stores, the audit table, the CLI in a subprocess or in-process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from retention.cli import cli
 from tests.shopkit import HASH_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,23 @@ def retention(*args: str, **kw) -> subprocess.CompletedProcess:
     """Run the CLI in a subprocess; returns the completed process (text output)."""
     return subprocess.run([sys.executable, "-m", "retention", *args], capture_output=True, text=True,
                           env=cli_env(), timeout=kw.pop("timeout", 120), **kw)
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI in-process, as ``retention()`` does in a subprocess, with the same result shape.
+
+    For tests about what a command prints and exits with, not about the process
+    (signals, locks held by another process): saves a Python start per call.
+    The environment is the subprocess's (``cli_env``), and an exception that
+    escapes click fails the test as a traceback would fail the process.
+    """
+    env = {k: None for k in os.environ if k.startswith("RETENTION_")} | cli_env()
+    try:
+        runner = CliRunner(mix_stderr=False)          # click < 8.2
+    except TypeError:
+        runner = CliRunner()                          # click >= 8.2 keeps stderr apart always
+    result = runner.invoke(cli, list(args), env=env, prog_name="retention", catch_exceptions=False)
+    return subprocess.CompletedProcess(["retention", *args], result.exit_code, result.stdout, result.stderr)
 
 
 def start(*args: str, **kw) -> subprocess.Popen:

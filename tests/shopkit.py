@@ -111,14 +111,16 @@ def schema(md: sa.MetaData) -> None:
 class Shop:
     """A scenario database: create, fill, write a policy, run, dump."""
 
-    def __init__(self, url: str, tmp_path: Path) -> None:
+    def __init__(self, url: str, tmp_path: Path, *, created: bool = False) -> None:
+        """``created``: the database already holds the empty shop schema (a copy of a template)."""
         self.url = url
         self.tmp_path = tmp_path
         self.engine = sa.create_engine(url)
         self.md = sa.MetaData()
         schema(self.md)
-        self.md.drop_all(self.engine)
-        self.md.create_all(self.engine)
+        if not created:
+            self.md.drop_all(self.engine)
+            self.md.create_all(self.engine)
 
     def t(self, name: str) -> sa.Table:
         return self.md.tables[name]

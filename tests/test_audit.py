@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from retention import commands
 from retention.audit import AuditUnavailable, entry_hash
 from retention.report import render
-from tests.runkit import audit_rows, retention, state_url, with_state  # noqa: F401
+from tests.runkit import audit_rows, invoke, state_url, with_state  # noqa: F401
 from tests.shopkit import HASH_ENV, LOGS_PURGE
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -93,7 +93,7 @@ def test_the_report_carries_the_chain_head(logged):
 
 def test_an_intact_log_verifies(logged):
     policy, _url, report = logged
-    proc = retention("audit", "verify", "-c", policy, "--head", report.audit_head)
+    proc = invoke("audit", "verify", "-c", policy, "--head", report.audit_head)
     assert proc.returncode == 0, proc.stderr
     assert f"head {report.audit_head}" in proc.stdout
 
@@ -104,7 +104,7 @@ def test_an_edited_entry_is_named(logged):
     verdict = _verify(policy)
     assert (verdict.ok, verdict.bad_seq, verdict.checked) == (False, 8, 7)
     assert "edited" in verdict.reason
-    proc = retention("audit", "verify", "-c", policy)
+    proc = invoke("audit", "verify", "-c", policy)
     assert proc.returncode == 1
     assert "entry 8" in proc.stderr
 
@@ -166,7 +166,7 @@ def test_a_cut_off_tail_is_caught_against_a_reported_head(logged):
     assert _verify(policy).ok            # what is left is a valid chain...
     verdict = _verify(policy, head=report.audit_head)
     assert not verdict.ok and "not in the log" in verdict.reason     # ...but not the one the report saw
-    assert retention("audit", "verify", "-c", policy, "--head", report.audit_head).returncode == 1
+    assert invoke("audit", "verify", "-c", policy, "--head", report.audit_head).returncode == 1
 
 
 def test_keys_of_people_are_keyed_hashes(sqlite_shop, state_url):
@@ -213,7 +213,7 @@ def test_no_audit_entry_no_run(sqlite_shop, state_url):
     with pytest.raises(AuditUnavailable, match="cannot write the audit log"):
         sqlite_shop.run(policy, now=NOW)
     assert sqlite_shop.dump() == before
-    proc = retention("run", "-c", policy, "--now", NOW.isoformat())
+    proc = invoke("run", "-c", policy, "--now", NOW.isoformat())
     assert proc.returncode == 1 and "audit" in proc.stderr
     assert sqlite_shop.dump() == before
 
@@ -233,15 +233,15 @@ def test_a_batch_whose_intent_cannot_be_written_is_rolled_back(sqlite_shop, stat
 
 def test_audit_show_lists_runs_and_entries(logged):
     policy, _url, report = logged
-    proc = retention("audit", "show", "-c", policy, "--format", "json")
+    proc = invoke("audit", "show", "-c", policy, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     runs = {r["run_id"]: r for r in doc["runs"]}
     assert runs[report.run_id]["mode"] == "run" and runs[report.run_id]["outcome"] == "ok"
     assert runs[report.run_id]["batches"] == 3
-    only = json.loads(retention("audit", "show", "-c", policy, "--run", report.run_id, "--format", "json").stdout)
+    only = json.loads(invoke("audit", "show", "-c", policy, "--run", report.run_id, "--format", "json").stdout)
     assert {e["run_id"] for e in only["entries"]} == {report.run_id}
-    later = json.loads(retention("audit", "show", "-c", policy, "--since", "2999-01-01", "--format", "json").stdout)
+    later = json.loads(invoke("audit", "show", "-c", policy, "--since", "2999-01-01", "--format", "json").stdout)
     assert later["entries"] == []
-    text = retention("audit", "show", "-c", policy).stdout
+    text = invoke("audit", "show", "-c", policy).stdout
     assert f"run {report.run_id}  run" in text and "outcome ok" in text

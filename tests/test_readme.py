@@ -60,7 +60,8 @@ def test_the_test_command_is_the_one_ci_runs():
     commands_ = [b.strip() for b in blocks("sh")]
     test_cmd = next(c for c in commands_ if "pytest" in c)
     demo_cmd = next(c for c in commands_ if c.endswith("retention demo"))
-    assert test_cmd == "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+    assert test_cmd == ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && "
+                        ".venv/bin/python -m pytest -n auto --dist loadfile")
     assert demo_cmd == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/retention demo"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert ".venv/bin/pip install -e '.[test]'" in ci and ".venv/bin/python -m pytest" in ci
+    assert ".venv/bin/pip install -e '.[test]'" in ci and ".venv/bin/python -m pytest -n auto --dist loadfile" in ci

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,6 +31,7 @@ class Partner:
     def __init__(self, script: list) -> None:
         self.script = list(script)
         self.received: list[dict] = []
+        self.released = threading.Event()
         partner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,7 +41,8 @@ class Partner:
                                          "type": self.headers["Content-Type"]})
                 what = partner.script.pop(0) if partner.script else 200
                 if what == "hang":
-                    time.sleep(2.5)
+                    # past any client timeout: answers only when the test closes the partner
+                    partner.released.wait(60)
                     what = 200
                 try:
                     self.send_response(what)
@@ -61,6 +62,7 @@ class Partner:
         return f"http://127.0.0.1:{self.server.server_address[1]}/erasure"
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from retention import commands
 from retention.errors import ConfigError
 from retention.state import StateStoreError, migrations, open_store, resolve_state_url
-from tests.runkit import audit_rows, retention, state_url, state_url_of, with_state  # noqa: F401
+from tests.runkit import audit_rows, invoke, state_url, state_url_of, with_state  # noqa: F401
 from tests.shopkit import LOGS_PURGE
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -83,10 +83,10 @@ def test_state_upgrade_runs_the_steps_a_store_has_not_seen(state_url, tmp_path, 
 
 def test_state_upgrade_command(shop, state_url):
     policy = with_state(shop.policy(LOGS_PURGE), state_url)
-    first = retention("state", "upgrade", "-c", policy)
+    first = invoke("state", "upgrade", "-c", policy)
     assert first.returncode == 0, first.stderr
     assert f"upgraded from schema version 0 to {migrations.CURRENT}" in first.stdout
-    again = retention("state", "upgrade", "-c", policy)
+    again = invoke("state", "upgrade", "-c", policy)
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
@@ -101,10 +101,10 @@ def test_a_store_newer_than_the_code_is_refused_and_nothing_is_touched(shop, sta
     with pytest.raises(StateStoreError, match="newer than this release"):
         shop.run(policy, now=NOW)
     assert shop.dump() == before
-    proc = retention("run", "-c", policy, "--now", NOW.isoformat())
+    proc = invoke("run", "-c", policy, "--now", NOW.isoformat())
     assert proc.returncode == 1
     assert "newer than this release" in proc.stderr
-    assert retention("state", "upgrade", "-c", policy).returncode == 1
+    assert invoke("state", "upgrade", "-c", policy).returncode == 1
     assert shop.dump() == before
 
 
