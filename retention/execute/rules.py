@@ -188,7 +188,9 @@ class _Batches:
         self.walk = _walk(tx, plan, self.exact)
         self.lock = threading.Lock()
         self.lo = None              # where the next range starts
-        self.claimed = 0            # rows of batches committed or committing, refused rows included
+        # rows of batches committed or committing, refused rows included; whole partitions
+        # taken before the batches (partitions = "drop") already used part of the allowance
+        self.claimed = out.touch
         self.numbered = 0
         self.done = False
         self.failed: BaseException | None = None
