@@ -14,6 +14,9 @@ from retention.durations import Duration
 
 _REGISTRY: dict[str, type["DialectImpl"]] = {}
 
+#: joins a composite key's columns before hashing (DialectImpl.stable_hash)
+KEY_SEPARATOR = "\x1f"
+
 
 def register(cls: type["DialectImpl"]) -> type["DialectImpl"]:
     _REGISTRY[cls.name] = cls
@@ -103,6 +106,15 @@ class DialectImpl:
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)
+
+    def stable_hash(self, texts: list) -> ColumnElement | None:
+        """A non-negative integer from the key's text columns, the same on every call (sharded runs).
+
+        The first 32 bits of the MD5 of the texts joined by a unit separator
+        (``\\x1f``), so it does not change with the server's version or
+        settings; None where the engine cannot compute it.
+        """
+        return None
 
     # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
 

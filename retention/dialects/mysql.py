@@ -20,7 +20,7 @@ from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DialectImpl, duration_ms, register
+from retention.dialects.base import KEY_SEPARATOR, DialectImpl, duration_ms, register
 
 #: names under which the server keeps its own tables, never an application's
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -193,6 +193,10 @@ class MySQLImpl(DialectImpl):
             return found
 
     # -- strategy building blocks ----------------------------------------------
+
+    def stable_hash(self, texts: list) -> ColumnElement | None:
+        joined = texts[0] if len(texts) == 1 else sa.func.concat_ws(sa.literal(KEY_SEPARATOR), *texts)
+        return sa.cast(sa.func.conv(sa.func.substring(sa.func.md5(joined), 1, 8), 16, 10), sa.BigInteger)
 
     def text_length(self, col: ColumnElement) -> ColumnElement:
         # LENGTH() counts bytes here

@@ -60,6 +60,8 @@ class Guard:
     max_fraction: float | None = None
     table_rows: int = 0
     rows: int = 0                     # rows the rule would touch, which the limits were checked against
+    #: a shard: what the whole rule would touch, which the limits were checked against instead (rows is the shard's)
+    rule_rows: int | None = None
 
 
 @dataclass
@@ -157,6 +159,8 @@ class Report:
     ledger: list[dict] = field(default_factory=list)
     #: a run's delivery round to the recipients (retention.recipients.Delivery.to_dict)
     notifications: dict | None = None
+    #: ``"I/N"`` for shard I of N of a sharded run (retention.shards), None for a whole run
+    shard: str | None = None
 
     def requests_summary(self) -> dict:
         """Counts over ``requests``: open, overdue, due within 3 days, done and partial."""
@@ -188,6 +192,7 @@ class Report:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "config": {"path": self.config_path, "sha256": self.config_sha256},
+            "shard": self.shard,
             "rules": [r.to_dict() for r in self.rules],
             "totals": {
                 "rules": len(self.rules),

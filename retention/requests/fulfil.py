@@ -71,6 +71,8 @@ def fulfil(run, store, report) -> None:
     key = audit_key(run.env)
     # --only selects rules: a run limited to some rules leaves the requests to a full run
     executes = run.mode.name in ("run", "simulation") and not run.stop_signal and not run.only
+    # a sharded run's requests and outbox are shard 0's: done once, never by two shards at once
+    executes = executes and (getattr(run, "shard", None) is None or run.shard.runs_requests)
     commits = executes and run.mode.name == "run"
     for req in cfg.model.requests:
         db = cfg.model.subjects[req.subject].table.split(".", 1)[0]
