@@ -318,3 +318,21 @@ def test_bad_shard_and_shard_with_a_reviewed_plan_exit_2(tmp_path):
         assert r.returncode == 2 and "--plan" in r.stderr
     finally:
         shop.close()
+
+
+def test_the_kubernetes_overlay_runs_one_shard_per_index():
+    """The sharded overlay (built, validated and scanned with the others in test_deploy_kubernetes)."""
+    from tests.test_deploy_kubernetes import one, pod_spec
+    job = one("overlays/sharded", "CronJob")["spec"]["jobTemplate"]["spec"]
+    assert job["completionMode"] == "Indexed"
+    n = job["completions"]
+    assert n == job["parallelism"] > 1
+    assert "backoffLimit" not in job and job["backoffLimitPerIndex"] >= 1
+    (container,) = pod_spec("overlays/sharded")["containers"]
+    args = container["args"]
+    assert args[0] == "run" and args[args.index("--shard") + 1] == f"$(JOB_COMPLETION_INDEX)/{n}"
+    # what Kubernetes expands it to is a shard the CLI accepts, for every index
+    env = {e["name"]: e for e in container["env"]}
+    assert "JOB_COMPLETION_INDEX" in env
+    assert [parse_shard(args[args.index("--shard") + 1].replace("$(JOB_COMPLETION_INDEX)", str(i)))
+            for i in range(n)] == [Shard(i, n) for i in range(n)]
