@@ -52,7 +52,7 @@ from retention.plan import RulePlan
 from retention.planfile import ReviewedPlan, document
 from retention.requests.fulfil import fulfil as fulfil_requests
 from retention.report.model import Report, RuleOutcome
-from retention.shards import Shard
+from retention.shards import Shard, crossings
 from retention.state import open_store
 from retention.timectx import utcnow
 from retention.transactions import Simulation, Transactions
@@ -264,6 +264,11 @@ class Run(BatchHooks):
             plans = commands._prepare(s, selected, failed)
             self.mode.prepare(self, plans)
             # a shard runs every rule on its slice of the keys (retention.shards)
+            for first, second, tables in (crossings(plans) if self.shard else []):
+                log.warning("shards_cross", rule=first, other=second, tables=tables,
+                            message="shards do not wait for each other between these rules: where they meet, a "
+                                    "sharded run may do less (or act in another order) than one run; the next "
+                                    "run completes it")
             self._enforce([self.shard.slice(p) for p in plans] if self.shard else plans, report, failed)
             fulfil_requests(self, self.store, report)
             report.ledger = [e.to_dict() for e in self.ledger.written]

@@ -29,6 +29,17 @@ whole rule would touch and checks ``max_rows`` / ``max_fraction`` against
 that, so a guard that would trip a single run trips in every shard, and
 none touches anything.
 
+**Rules that cross** are the limit of this design.  Shards do not wait for
+each other between rules, so where one rule changes a table another reads
+or changes (besides the rule table they share, whose rows are sliced
+alike), a shard may reach a row of the later rule before another shard's
+earlier rule has reached the rows it depends on.  Every action is still
+one the policy calls for at that moment, and each batch checks holds,
+floors and blocking children again, but the numbers can differ from one
+run's (a parent still blocked waits for the next run; a row a later rule
+changed may then be deleted by an earlier rule's cascade).
+:func:`crossings` names such pairs; a sharded run logs them.
+
 **Run-wide work** (erasure requests and the recipients' outbox) is done by
 shard 0 only, after its rules, as a single run does it after its rules.
 Backups are rotated by their own verb, never by a run.
@@ -108,3 +119,22 @@ def slice_predicate(plan: RulePlan, shard: Shard) -> sa.ColumnElement:
                               f"into shards", where=f"rule '{plan.rule.name}'", key="--shard")
         bucket = bucket % n
     return bucket == sa.literal(shard.index, sa.Integer)
+
+
+def crossings(plans: list[RulePlan]) -> list[tuple[str, str, list[str]]]:
+    """Pairs of rules whose order matters across shards: (rule, other rule, tables they meet in).
+
+    A pair crosses when one changes a table the other reads or changes,
+    other than the rule table both act on (a row of it is in one slice for both).
+    """
+    from retention.commands import _changes, _reads
+    found = []
+    for i, a in enumerate(plans):
+        for b in plans[i + 1:]:
+            if a.table.db != b.table.db:
+                continue
+            shared = {a.table.key} & {b.table.key}
+            meet = ((_changes(a) & (_reads(b) | _changes(b))) | (_changes(b) & (_reads(a) | _changes(a)))) - shared
+            if meet:
+                found.append((a.rule.name, b.rule.name, sorted(meet)))
+    return found

@@ -336,3 +336,30 @@ def test_the_kubernetes_overlay_runs_one_shard_per_index():
     assert "JOB_COMPLETION_INDEX" in env
     assert [parse_shard(args[args.index("--shard") + 1].replace("$(JOB_COMPLETION_INDEX)", str(i)))
             for i in range(n)] == [Shard(i, n) for i in range(n)]
+
+
+def test_a_sharded_run_names_the_rules_whose_order_matters_across_shards(tmp_path):
+    shop = Shop(f"sqlite:///{tmp_path / 'a.db'}", tmp_path)
+    try:
+        fill(shop, users=40)
+        # deleting orders changes what blocks the users delete: one run does them in order, shards may not
+        crossing = POLICY.replace('[tables."shop.orders"]\non_parent_delete = "delete"\n', "") + """
+[[rules]]
+name = "old-orders"
+table = "shop.orders"
+clock = "completed_at"
+after = "5y"
+action = "delete"
+max_fraction = 1.0
+"""
+        policy = shop.policy(crossing)
+        r = retention("run", "--shard", "0/2", "--now", NOW.isoformat(), "-c", policy)
+        assert r.returncode == 0, r.stderr
+        warnings = [json.loads(line) for line in r.stderr.splitlines() if '"shards_cross"' in line]
+        assert [(w["rule"], w["other"]) for w in warnings] == [("closed-users-delete", "old-orders")]
+        assert "shop.orders" in warnings[0]["tables"]
+        # the policy without that rule crosses nowhere
+        r = retention("run", "--shard", "1/2", "--now", NOW.isoformat(), "-c", shop.policy(POLICY))
+        assert r.returncode == 0 and "shards_cross" not in r.stderr
+    finally:
+        shop.close()
