@@ -29,6 +29,8 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Un
                         "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "Etc/Greenwich"})
 
 _UNKNOWN_TIME_ZONE = 1298      # ER_UNKNOWN_TIME_ZONE
+#: seconds a state store writer waits for another (its appends and lease updates are short)
+STORE_LOCK_WAIT = 60
 _CLIENT_FOUND_ROWS = 2         # the protocol's capability flag, the same for every driver
 
 _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
@@ -128,6 +130,8 @@ class MySQLImpl(DialectImpl):
     #: MySQL refuses an UPDATE/DELETE whose subquery reads the table it writes
     #: (error 1093): batches lock and read their keys first, then write by key
     writes_may_read_their_table: ClassVar[bool] = False
+    #: a deadlock (1213, which ends the whole transaction), a child committed under a row being deleted (1451)
+    retry_errnos: ClassVar[frozenset[int]] = frozenset({1213, 1451})
 
     def prepare_engine(self, engine: Engine, settings=None) -> None:
         _JOB_ENGINES.add(engine)
@@ -193,6 +197,26 @@ class MySQLImpl(DialectImpl):
             return found
 
     # -- strategy building blocks ----------------------------------------------
+
+    # The state store's writers (the audit chain's appends, the leases, the first migration): a
+    # named lock, since InnoDB has no transaction-scoped advisory lock and READ COMMITTED takes no
+    # gap lock that would keep two appends from reading the same head.  The name is server-wide,
+    # so it carries the store's database; GET_LOCK is the session's, released once the transaction ends.
+    _WRITER_LOCK = "CONCAT('retention-state:', MD5(DATABASE()))"
+
+    def serialize_writers(self, conn) -> None:
+        got = conn.execute(sa.text(f"SELECT GET_LOCK({self._WRITER_LOCK}, :wait)"),
+                           {"wait": STORE_LOCK_WAIT}).scalar()
+        if got != 1:
+            raise sa.exc.OperationalError("GET_LOCK", {}, TimeoutError(
+                f"another writer held the state store's lock for {STORE_LOCK_WAIT} s"))
+
+    def end_serialized(self, conn) -> None:
+        try:
+            conn.execute(sa.text(f"SELECT RELEASE_LOCK({self._WRITER_LOCK})"))
+            conn.rollback()
+        except sa.exc.SQLAlchemyError:
+            pass        # a broken session has lost the lock with it
 
     def stable_hash(self, texts: list) -> ColumnElement | None:
         joined = texts[0] if len(texts) == 1 else sa.func.concat_ws(sa.literal(KEY_SEPARATOR), *texts)
