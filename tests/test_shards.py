@@ -384,3 +384,24 @@ max_fraction = 1.0
         assert r.returncode == 0 and "shards_cross" not in r.stderr
     finally:
         shop.close()
+
+
+def test_sharded_dry_runs_add_up_to_the_plan_and_carry_no_plan(tmp_path):
+    shop = Shop(f"sqlite:///{tmp_path / 'a.db'}", tmp_path)
+    try:
+        fill(shop, users=60)
+        policy = shop.policy(POLICY)
+        whole = json.loads(retention("plan", "--now", NOW.isoformat(), "--format", "json", "-c", policy).stdout)
+        parts = []
+        for i in range(3):
+            r = retention("run", "--dry-run", "--shard", f"{i}/3", "--now", NOW.isoformat(), "--format", "json",
+                          "-c", policy)
+            assert r.returncode == 0, r.stderr
+            parts.append(json.loads(r.stdout))
+        assert all(p["plan"] is None and p["shard"] == f"{i}/3" for i, p in enumerate(parts))
+        for k, rule in enumerate(whole["rules"]):
+            assert sum(p["rules"][k]["touch"] for p in parts) == rule["touch"] > 0
+            assert sum(p["rules"][k]["due"] for p in parts) == rule["due"]
+            assert all(p["rules"][k]["guard"]["rule_rows"] == rule["touch"] for p in parts)
+    finally:
+        shop.close()
