@@ -405,3 +405,52 @@ def test_sharded_dry_runs_add_up_to_the_plan_and_carry_no_plan(tmp_path):
             assert all(p["rules"][k]["guard"]["rule_rows"] == rule["touch"] for p in parts)
     finally:
         shop.close()
+
+
+def test_composite_and_text_keys_split_into_disjoint_complete_slices(backend, tmp_path):
+    """Keys that are not one integer are split by an MD5 of their text, computed by each engine alike."""
+    engine = sa.create_engine(backend)
+    md = sa.MetaData()
+    sa.Table("visits", md, sa.Column("region", sa.String(10), primary_key=True),
+             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+             sa.Column("at", sa.DateTime, nullable=False))
+    sa.Table("tokens", md, sa.Column("token", sa.String(40), primary_key=True),
+             sa.Column("at", sa.DateTime, nullable=False))
+    md.drop_all(engine)
+    md.create_all(engine)
+    old, new = datetime(2020, 1, 1), NOW - timedelta(days=1)
+    with engine.begin() as conn:
+        conn.execute(md.tables["visits"].insert(), [dict(region=r, id=i, at=old if i % 4 else new)
+                                                    for r in ("eu", "us", "ap") for i in range(40)])
+        conn.execute(md.tables["tokens"].insert(), [dict(token=f"tok-{i:04d}-{'x' * (i % 7)}", at=old if i % 3 else new)
+                                                    for i in range(90)])
+    policy = tmp_path / "policies.toml"
+    policy.write_text(f"""version = 1
+[settings]
+state_url = "sqlite:///{tmp_path / 'state.db'}"
+[databases.app]
+url = "{backend}"
+""" + "".join(f"""
+[[rules]]
+name = "{t}-old"
+table = "app.{t}"
+clock = "at"
+after = "30d"
+action = "delete"
+max_fraction = 1.0
+""" for t in ("visits", "tokens")))
+    try:
+        touched = {"visits-old": [], "tokens-old": []}
+        for i in range(3):
+            r = retention("run", "--shard", f"{i}/3", "--now", NOW.isoformat(), "--format", "json", "-c", str(policy))
+            assert r.returncode == 0, r.stderr
+            for rule in json.loads(r.stdout)["rules"]:
+                touched[rule["rule"]].append(rule["touch"])
+        assert sum(touched["visits-old"]) == 90 and sum(touched["tokens-old"]) == 60
+        assert all(n > 0 for counts in touched.values() for n in counts)     # every shard had a share
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM visits")).scalar() == 30
+            assert conn.execute(sa.text("SELECT count(*) FROM tokens")).scalar() == 30
+    finally:
+        md.drop_all(engine)
+        engine.dispose()
