@@ -186,18 +186,9 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
 
 
 def _request_plans(s: Session) -> list[RulePlan]:
-    """What erasure requests run, for the privileges check: per linked table a delete, and the
-    restrict that keeps what a hold or floor protects (the key bound is only a placeholder:
-    which columns and tables the statements use does not depend on it)."""
-    from retention.requests.erase import RESTRICT_COLUMN, build_subject_op
-    plans = []
-    for request in s.config.model.requests:
-        for p in build_subject_op(s.binding, s.ctx, request, None).plans:
-            plans.append(p)
-            if RESTRICT_COLUMN in p.table.table.c:
-                rule = p.rule.model_copy(update={"action": "restrict", "restrict_column": RESTRICT_COLUMN})
-                plans.append(RulePlan(rule=rule, table=p.table, impl=p.impl, due=p.due, protectors=[]))
-    return plans
+    """What erasure requests run, for the privileges check (:func:`retention.requests.erase.privilege_plans`)."""
+    from retention.requests.erase import privilege_plans
+    return [p for request in s.config.model.requests for p in privilege_plans(s.binding, s.ctx, request)]
 
 
 def _queue_needs(s: Session) -> list[privileges.Need]:

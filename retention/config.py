@@ -242,6 +242,14 @@ class RequestConfig(_Model):
     status_column: str = "status"
     deadline: DurationField = parse_duration("15d")
     action: Literal["delete", "anonymize"] = "delete"
+    #: with action = "anonymize": linked tables left as they are (they hold nothing personal)
+    keep: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keep_anonymizes(self) -> "RequestConfig":
+        if self.keep and self.action != "anonymize":
+            raise ValueError("'keep' only applies to action = \"anonymize\": a delete erases every linked table")
+        return self
 
 
 class RecipientConfig(_Model):
@@ -384,8 +392,6 @@ def _value_problems(data: Mapping, path: str) -> list[ConfigError]:
 
 NOT_BUILT_YET: list[tuple[str, Any, str]] = [
     ("rules[].check", None, "k-anonymity checks ([rules.check]) are not built yet; remove the key"),
-    ("requests[].action", lambda v: v == "anonymize",
-     "erasure requests erase by 'delete' in this release; action = \"anonymize\" is not built yet"),
     ("rules[].columns.*", lambda v: v == "fake" or (isinstance(v, Mapping) and v.get("strategy") == "fake"),
      "the 'fake' strategy is not built yet; use 'hash', 'mask', 'constant' or 'null'"),
     ("tables.*.partitions", lambda v: v != "delete",

@@ -116,6 +116,13 @@ class Ledger:
         return rows
 
 
+def _not_done(erasure) -> list[dict]:
+    """Rows the database kept (a trigger cancelled their delete): listed beside what protectors kept,
+    so an entry never reads as if they were erased."""
+    return [{"kind": "not_done", "name": n["reason"], "table": n["table"], "rows": n["rows"], "until": None,
+             "restricted": 0} for n in erasure.not_done]
+
+
 class LedgerWriter:
     """Subscriber: writes a ledger entry and the recipients' notifications for each ``SubjectErased``."""
 
@@ -137,7 +144,7 @@ class LedgerWriter:
                 entry_id = self.ledger.append(
                     conn, run_id=event.run.run_id, request=event.request, subject=e.subject, database=e.db,
                     subject_hash=event.subject_hash, action=e.action, status=e.status, tables=e.tables,
-                    protected=[p.to_dict() for p in e.protected], erased_at=event.erased_at,
+                    protected=[p.to_dict() for p in e.protected] + _not_done(e), erased_at=event.erased_at,
                     gone_by=date, gone_by_reason=reason)
                 entry = _entry(conn.execute(sa.select(L).where(L.c.id == entry_id)).one())
                 enqueue(conn, self.config, entry, self.now)

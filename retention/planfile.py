@@ -17,6 +17,12 @@ predicate no longer compiles to the same SQL and inputs, or a ``--now`` that
 differs is refused (exit 2).  A rule with more rows to touch now than the plan
 counted, beyond ``--max-drift`` (rows, or a percentage of the plan's count;
 default 0), is refused (``status: plan_drifted``, exit 3) and touches nothing.
+
+The plan also lists the open erasure requests (``"requests"``: reference,
+keyed hash of the subject, and, in a simulated plan, the rows the erasure
+would change).  Applying it fulfils exactly those: a request filed since is
+left for the next plan, one whose subject differs or whose erasure would
+change more rows than counted (beyond the drift) is rolled back and drifts.
 """
 
 from __future__ import annotations
@@ -53,9 +59,15 @@ def document(report, plans: list[RulePlan], dialects: dict, only: list[str] | No
                       "inputs": inputs, "due": out.due, "protected": out.protected_total,
                       "touch": out.guard.rows if out.status == "guard_tripped" else out.touch,
                       "guard": out.guard.state, "status": out.status})
+    # the open requests a run of this plan fulfils (none when --only limits it to rules); their rows
+    # are known only when the plan was simulated
+    requests = [] if only else [
+        {"request": r["request"], "subject": r["subject"], "subject_hash": r["subject_hash"],
+         "rows": sum(r["erased"].values()) if report.simulated else None}
+        for r in report.requests if r.get("open") and r["subject_hash"]]
     return {"format": FORMAT, "version": VERSION,
             "policy": {"path": report.config_path, "sha256": report.config_sha256},
-            "now": report.now.isoformat(), "only": list(only or []), "rules": rules}
+            "now": report.now.isoformat(), "only": list(only or []), "rules": rules, "requests": requests}
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,11 @@ class ReviewedPlan:
     @property
     def rules(self) -> dict[str, dict]:
         return {r["rule"]: r for r in self.doc["rules"]}
+
+    @property
+    def requests(self) -> dict[str, dict]:
+        """The erasure requests the plan lists, by reference (``dsr#12``); a plan without any lists none."""
+        return {r["request"]: r for r in self.doc.get("requests", [])}
 
     @property
     def only(self) -> list[str]:
@@ -160,6 +177,8 @@ def load(path: str, max_drift: str | None = None) -> ReviewedPlan:
         for r in doc["rules"]:
             int(r["touch"]), str(r["rule"]), r["inputs"]     # noqa: B018 - shape check
         doc["policy"]["sha256"]    # noqa: B018
+        for r in doc.get("requests", []):
+            str(r["request"]), str(r["subject_hash"]), None if r["rows"] is None else int(r["rows"])  # noqa: B018
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"not a valid plan: {e}", file=path, where="--plan") from None
     return ReviewedPlan(path, doc, hashlib.sha256(raw).hexdigest(), parse_drift(max_drift))

@@ -40,21 +40,13 @@ k = 5
      "rule 'logs' key 'columns.ip'"),
     (RULE.replace('action = "delete"', 'action = "anonymize"') + 'columns.ip = { strategy = "fake", kind = "ip" }\n',
      "rule 'logs' key 'columns.ip'"),
-    ("""
-[[requests]]
-name = "dsr"
-table = "state.requests"
-subject = "customer"
-subject_column = "user_id"
-action = "anonymize"
-""", "request 'dsr' key 'action'"),
     ('[tables."shop.logs"]\npartitions = "detach"\n', "key 'partitions'"),
     ('[tables."shop.logs"]\npartitions = "drop"\n', "key 'partitions'"),
 ]
 
 
 @pytest.mark.parametrize("body, names", UNBUILT, ids=["k-anonymity", "fake", "fake-table",
-                                                        "anonymizing-requests", "detach-partitions",
+                                                        "detach-partitions",
                                                         "drop-partitions"])
 def test_a_key_not_built_yet_is_refused_and_nothing_runs(shop, body, names):
     from datetime import datetime

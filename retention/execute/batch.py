@@ -184,13 +184,21 @@ def _delete_locked(conn: Connection, plan: RulePlan, keys: list, cascaded: dict,
 
 
 def apply_batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
-                rng: sa.ColumnElement, cascaded: dict) -> int:
+                rng: sa.ColumnElement, cascaded: dict, short: dict | None = None) -> int:
     """Run one batch of ``plan`` over the rows ``rng`` selects, in the caller's transaction.
 
     The one statement path for every operation: rules batch by batch, erasure
     requests and replays subject by subject (:mod:`retention.requests.erase`).
+    With ``short`` given, rows the batch selected and the database did not
+    change (a trigger cancelled them, a value could not be handled) are
+    counted there by reason (see NOT_DONE).
     """
-    return _batch(conn, plan, ctx, opts, rng, cascaded)
+    selected = None
+    if short is not None:
+        candidates, exact = _candidates(plan, opts)
+        if exact:
+            selected = _count(conn, plan.table.table, rng, candidates)
+    return _batch(conn, plan, ctx, opts, rng, cascaded, short=short, selected=selected)
 
 
 def _locks_parents(plan: RulePlan) -> bool:

@@ -169,7 +169,10 @@ class Report:
                 "overdue": sum(r["urgency"] == "overdue" for r in self.requests),
                 "due_soon": sum(r["urgency"] == "due_soon" for r in self.requests),
                 "partial": sum(r["status"] == "partial" for r in self.requests),
-                "failed": sum(bool(r.get("error")) for r in self.requests)}
+                "failed": sum(bool(r.get("error")) for r in self.requests),
+                "incomplete": sum(bool(r.get("not_done")) for r in self.requests),
+                "skipped": sum(bool(r.get("skipped")) for r in self.requests),
+                "plan_drifted": sum(bool(r.get("plan_drifted")) for r in self.requests)}
 
     @property
     def exit_code(self) -> int:
@@ -177,7 +180,10 @@ class Report:
             return 130 if self.interrupted == "SIGINT" else 143
         if self.errors or any(r.status in ("failed", "incomplete") for r in self.rules):
             return 1
-        if any(r.status in ("guard_tripped", "plan_drifted") for r in self.rules):
+        if any(r.get("not_done") for r in self.requests):      # the database kept rows a request erases
+            return 1
+        if any(r.status in ("guard_tripped", "plan_drifted") for r in self.rules) \
+                or any(r.get("plan_drifted") for r in self.requests):
             return 3
         return 0
 

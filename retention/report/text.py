@@ -186,9 +186,16 @@ def exit_summary(report: Report) -> str:
     if tripped:
         parts.append(f"guard tripped on {', '.join(tripped)}: "
                      "re-run with --allow-large if this is intended")
+    rq = report.requests_summary()
+    if rq["incomplete"]:
+        parts.append(f"{rq['incomplete']} erasure request(s) incomplete: the database kept rows, see 'not done'")
+    if rq["plan_drifted"]:
+        parts.append(f"{rq['plan_drifted']} erasure request(s) not as the reviewed plan listed them: nothing "
+                     "erased for them; review a new plan")
     if not parts:
         parts.append("success" + (" (dry run: nothing was changed)" if report.dry_run else ""))
-    rq = report.requests_summary()
+    if rq["skipped"]:
+        parts.append(f"{rq['skipped']} erasure request(s) not fulfilled by this run (see why above)")
     if rq["overdue"] or rq["due_soon"]:
         parts.append(f"erasure requests: {rq['overdue']} overdue, {rq['due_soon']} due within 3 days")
     return f"exit {code}: " + "; ".join(parts)
@@ -341,6 +348,13 @@ def render_requests(report: Report) -> list[str]:
                                                                         else "")
             lines.append(f"  {r['request']}: {p['rows']} row(s) of {p['table']} kept by {p['kind']} "
                          f"'{p['name']}'{until}" + (f", {p['restricted']} restricted" if p.get("restricted") else ""))
+        for n in r.get("not_done", ()):
+            lines.append(f"  {r['request']}: {n['rows']} row(s) of {n['table']} not done: {n['why']}")
+        for table, n in sorted(r.get("registers", {}).items()):
+            lines.append(f"  {r['request']}: {n} row(s) of the hold register {table} kept: the record of a legal "
+                         f"process is never erased by a request")
+        for skipped in r.get("skipped", ()):
+            lines.append(f"  {r['request']}: not fulfilled by this run: {skipped}")
         if r.get("error"):
             lines.append(f"  {r['request']}: error: {clean(r['error'])}")
     for e in report.ledger:

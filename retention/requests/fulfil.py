@@ -32,15 +32,43 @@ log = structlog.get_logger("retention.requests")
 def check_requests(binding) -> None:
     """Refuse what the request entries name but the schema or this release cannot do (exit 2)."""
     for req in binding.config.model.requests:
-        # action = "anonymize" is refused with the other unbuilt keys (config.NOT_BUILT_YET)
         subject = binding.config.model.subjects[req.subject]
         if subject.table.split(".", 1)[0] not in binding.catalog.engines:
             continue      # the subject's database is unreachable; reported there
         if subject.table not in binding.catalog.tables:
             raise binding.config.error(f"the subject table {subject.table} does not exist",
                                        f"subject '{req.subject}'", "table")
+        if req.action == "anonymize":
+            _check_anonymize(binding, req)
         if not Q.is_state_queue(req):
             Q.check_app_queue(binding, req)
+
+
+def _check_anonymize(binding, req) -> None:
+    """An anonymizing request needs strategies for the subject's own row, and ``keep`` names linked tables."""
+    from retention.requests.erase import anonymize_strategies, linked_tables
+    where = f"request '{req.name}'"
+    subject = binding.config.model.subjects[req.subject]
+    if not anonymize_strategies(binding, subject.table):
+        raise binding.config.error(
+            f"action = \"anonymize\" rewrites the subject's row of {subject.table} with the strategies of the "
+            f"anonymize rules on that table, and no enabled rule anonymizes it: add one, or erase by "
+            f"action = \"delete\"", where, "action")
+    linked = {table for table, _paths in linked_tables(binding, req.subject)}
+    registers = {h.table for h in binding.config.model.holds}
+    queue = {req.table} if not Q.is_state_queue(req) else set()
+    deleted = sorted(t for t in linked - set(req.keep) - registers - queue if not anonymize_strategies(binding, t))
+    warning = (f"request '{req.name}' (anonymize): no anonymize rule covers {', '.join(deleted)}: the subject's "
+               f"rows there are deleted; list a table in keep to leave it as it is")
+    if deleted and warning not in binding.warnings:
+        binding.warnings.append(warning)
+    for table in req.keep:
+        if table == subject.table:
+            raise binding.config.error(f"the subject's own table {table} cannot be kept: its row is what the "
+                                       f"request anonymizes", where, "keep")
+        if table not in linked:
+            raise binding.config.error(f"{table} is not linked to subject '{req.subject}' (linked: "
+                                       f"{', '.join(sorted(linked)) or 'none'})", where, "keep")
 
 
 def open_rows(session, store, req, *, open_only: bool) -> list[Q.RequestRow]:
@@ -60,7 +88,8 @@ def describe(row: Q.RequestRow, now, subject_hash: str | None) -> dict:
     return {"request": row.ref, "subject": row.subject, "subject_hash": subject_hash or row.subject_hash,
             "received_at": row.received_at.isoformat(), "deadline": row.deadline.isoformat(),
             "days_left": row.days_left(now) if row.open else None, "status": row.status,
-            "urgency": row.urgency(now), "erased": {}, "protected": [], "error": None}
+            "urgency": row.urgency(now), "open": row.open, "erased": {}, "protected": [], "not_done": [],
+            "registers": {}, "error": None}
 
 
 def fulfil(run, store, report) -> None:
@@ -69,11 +98,13 @@ def fulfil(run, store, report) -> None:
     cfg = s.config
     now = s.ctx.now
     key = audit_key(run.env)
-    # --only selects rules: a run limited to some rules leaves the requests to a full run
-    executes = run.mode.name in ("run", "simulation") and not run.stop_signal and not run.only
+    executes = run.mode.executes and not run.stop_signal
+    commits = executes and run.mode.commits
+    # a reviewed plan (run --plan) fulfils exactly the requests it lists
+    reviewed = getattr(run.mode, "reviewed", None)
     # a sharded run's requests and outbox are shard 0's: done once, never by two shards at once
-    executes = executes and (getattr(run, "shard", None) is None or run.shard.runs_requests)
-    commits = executes and run.mode.name == "run"
+    shard = getattr(run, "shard", None)
+    elsewhere = shard is not None and not shard.runs_requests
     for req in cfg.model.requests:
         db = cfg.model.subjects[req.subject].table.split(".", 1)[0]
         if db not in s.engines:
@@ -91,20 +122,36 @@ def fulfil(run, store, report) -> None:
             report.requests.append(item)
             if not (executes and row.open and row.key is not None):
                 continue
+            if run.only:
+                item["skipped"] = [SKIPPED_ONLY]
+                continue
+            if elsewhere:
+                item["skipped"] = [SKIPPED_SHARD]
+                continue
+            planned = None
+            if reviewed is not None:
+                planned = reviewed.requests.get(row.ref)
+                why = _not_as_planned(planned, item)
+                if why:
+                    item["skipped"] = [why]
+                    item["plan_drifted"] = planned is not None
+                    continue
             if key is None:
                 item["error"] = ("no RETENTION_AUDIT_KEY or RETENTION_HASH_KEY: the ledger cannot name the subject "
                                  "without the key; nothing erased")
                 report.errors.append(f"request {row.ref}: {item['error']}")
                 continue
             try:
-                _fulfil_one(run, store, req, row, item, key, commits)
+                _fulfil_one(run, store, req, row, item, key, commits, planned, reviewed)
             except ConfigError:
                 raise
             except (SQLAlchemyError, RetentionError) as e:
                 from retention.execute import describe_error
                 item["error"] = describe_error(e) if isinstance(e, SQLAlchemyError) else str(e)
                 report.errors.append(f"request {row.ref}: {item['error']} (rolled back; tried again next run)")
-    if commits:
+    if elsewhere:
+        pass
+    elif commits:
         from retention.recipients import deliver
         report.notifications = deliver(store, cfg, now).to_dict()
     elif executes and cfg.model.recipients:
@@ -114,7 +161,26 @@ def fulfil(run, store, report) -> None:
                                 "would_send": would}
 
 
-def _fulfil_one(run, store, req, row: Q.RequestRow, item: dict, key: bytes, commits: bool) -> None:
+#: why a run limited by --only fulfils no request
+SKIPPED_ONLY = ("this run was limited to some rules (--only): requests are fulfilled by a run without --only, "
+                "or by a reviewed plan that lists them")
+
+
+#: why shard 1 and above of a sharded run fulfil no request
+SKIPPED_SHARD = "a sharded run fulfils requests in shard 0 only (with the recipients' outbox)"
+
+
+def _not_as_planned(planned: dict | None, item: dict) -> str | None:
+    """Why a run applying a reviewed plan must leave this request, or None."""
+    if planned is None:
+        return "not in the reviewed plan (filed after it was made): the next plan, or a run without --plan, fulfils it"
+    if planned.get("subject_hash") != item["subject_hash"]:
+        return "its subject is not the one the reviewed plan names: nothing erased; review a new plan"
+    return None
+
+
+def _fulfil_one(run, store, req, row: Q.RequestRow, item: dict, key: bytes, commits: bool,
+                planned: dict | None = None, reviewed=None) -> None:
     s = run.session
     subject_key = typed_key(s.binding, req.subject, row.key)
     subject_hash = keyed(key, subject_key)
@@ -123,6 +189,13 @@ def _fulfil_one(run, store, req, row: Q.RequestRow, item: dict, key: bytes, comm
         tx = conn.begin()
         try:
             erasure = erase(conn, s.binding, s.ctx, op)
+            if planned is not None and planned.get("rows") is not None \
+                    and not reviewed.drift.allows(int(planned["rows"]), erasure.rows):
+                tx.rollback()
+                item.update(plan_drifted=True, skipped=[
+                    f"{erasure.rows} rows to erase now, the reviewed plan counted {planned['rows']} (beyond "
+                    f"--max-drift): nothing erased; review a new plan"])
+                return
             if commits and not Q.is_state_queue(req) and erasure.status != row.status:
                 Q.mark_app(conn, s.binding, req, s.ctx, row.id, erasure.status)
             # a partial erasure that erased nothing new is not a new ledger entry
@@ -138,8 +211,9 @@ def _fulfil_one(run, store, req, row: Q.RequestRow, item: dict, key: bytes, comm
     if commits and Q.is_state_queue(req) and erasure.status != row.status:
         Q.mark_state(store, row.id, erasure.status, s.ctx, subject_hash)
     item.update(status=erasure.status, erased=erasure.tables, protected=[p.to_dict() for p in erasure.protected],
+                not_done=erasure.not_done, registers=erasure.registers,
                 urgency=None if erasure.status == "done" else item["urgency"])
     if erasure.status == "done":
         item["days_left"] = None
     log.info("request", request=row.ref, subject=subject_hash, status=erasure.status, rows=erasure.rows,
-             protected=sum(p.rows for p in erasure.protected))
+             protected=sum(p.rows for p in erasure.protected), not_done=sum(n["rows"] for n in erasure.not_done))
