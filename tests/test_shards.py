@@ -104,7 +104,8 @@ def fill(shop: Shop, users: int = 240) -> None:
     shop.insert("order_items", *items)
     shop.insert("addresses", *addresses)
     shop.insert("logs", *logs)
-    shop.insert("legal_holds", *holds)
+    if holds:
+        shop.insert("legal_holds", *holds)
     shop.insert("merchants", *[dict(id=m, name=f"M{m}", closed_at=NOW - timedelta(days=60) if m % 2 else None)
                                for m in range(1, 9)])
     shop.insert("merchant_customers", *[dict(id=c, merchant_id=1 + c % 8, email=f"c{c}@example.com")
@@ -362,7 +363,7 @@ def test_the_kubernetes_overlay_runs_one_shard_per_index():
 def test_a_sharded_run_names_the_rules_whose_order_matters_across_shards(tmp_path):
     shop = Shop(f"sqlite:///{tmp_path / 'a.db'}", tmp_path)
     try:
-        fill(shop, users=40)
+        fill(shop, users=12)
         # deleting orders changes what blocks the users delete: one run does them in order, shards may not
         crossing = POLICY.replace('[tables."shop.orders"]\non_parent_delete = "delete"\n', "") + """
 [[rules]]
@@ -454,3 +455,33 @@ max_fraction = 1.0
     finally:
         md.drop_all(engine)
         engine.dispose()
+
+
+def test_requests_are_fulfilled_once_by_shard_0(tmp_path):
+    from retention.requests.commands import file_request
+    from tests.shopkit import HASH_ENV
+    shop = Shop(f"sqlite:///{tmp_path / 'a.db'}", tmp_path)
+    try:
+        fill(shop, users=12)
+        policy = shop.policy(POLICY + """
+[[requests]]
+name = "dsr"
+table = "state.requests"
+subject = "customer"
+subject_column = "user_id"
+deadline = "15d"
+action = "delete"
+""")
+        file_request(policy, "customer:3", now=NOW, env=HASH_ENV)
+        for i in (1, 2):
+            r = retention("run", "--shard", f"{i}/3", "--now", NOW.isoformat(), "--format", "json", "-c", policy)
+            assert r.returncode == 0, r.stderr
+            (item,) = json.loads(r.stdout)["requests"]["items"]
+            assert item["status"] == "pending" and "shard 0" in item["skipped"][0]
+            assert shop.count("users", shop.t("users").c.id == 3) == 1
+        r = retention("run", "--shard", "0/3", "--now", NOW.isoformat(), "--format", "json", "-c", policy)
+        assert r.returncode == 0, r.stderr
+        (item,) = json.loads(r.stdout)["requests"]["items"]
+        assert item["status"] == "done" and shop.count("users", shop.t("users").c.id == 3) == 0
+    finally:
+        shop.close()
