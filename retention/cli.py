@@ -176,7 +176,7 @@ def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, fmt, out
         if metrics_file or pushgateway:   # a run that never got going is a failure monitoring must see
             mode = "simulation" if simulate else "dry-run" if dry_run else "run"
             _publish_quietly(publish, metrics.from_failure(opts["config"], mode, e.exit_code,
-                                                           time.monotonic() - started))
+                                                           time.monotonic() - started, shard=shard))
         raise
     _emit(render(report, _format(fmt, out)), out)
     code = report.exit_code

@@ -485,3 +485,25 @@ action = "delete"
         assert item["status"] == "done" and shop.count("users", shop.t("users").c.id == 3) == 0
     finally:
         shop.close()
+
+
+def test_each_shard_has_metrics_of_its_own(tmp_path):
+    from retention import metrics
+    shop = Shop(f"sqlite:///{tmp_path / 'a.db'}", tmp_path)
+    try:
+        fill(shop, users=12)
+        policy = shop.policy(POLICY)
+        files = []
+        for i in range(2):
+            path = tmp_path / f"shard{i}.prom"
+            r = retention("run", "--shard", f"{i}/2", "--now", NOW.isoformat(), "--metrics-file", str(path),
+                          "-c", policy)
+            assert r.returncode == 0, r.stderr
+            files.append(path.read_text())
+        for i, text in enumerate(files):
+            assert f'retention_run_success{{mode="run",policy="policies",shard="{i}/2"}} 1.0' in text
+        m = metrics.RunMetrics(policy="p", mode="run", exit_code=0, duration_seconds=1, finished_at=0,
+                               shard="1/4")
+        assert metrics.grouping_key(m) == {"policy": "p", "mode": "run", "shard": "1/4"}
+    finally:
+        shop.close()

@@ -149,12 +149,10 @@ def fulfil(run, store, report) -> None:
                 from retention.execute import describe_error
                 item["error"] = describe_error(e) if isinstance(e, SQLAlchemyError) else str(e)
                 report.errors.append(f"request {row.ref}: {item['error']} (rolled back; tried again next run)")
-    if elsewhere:
-        pass
-    elif commits:
+    if commits and not elsewhere:
         from retention.recipients import deliver
         report.notifications = deliver(store, cfg, now).to_dict()
-    elif executes and cfg.model.recipients:
+    elif executes and cfg.model.recipients and not elsewhere:
         from retention.recipients import outbox
         would = sum(1 for r in report.requests if r["erased"] or r["status"] == "done") * len(cfg.model.recipients)
         report.notifications = {"delivered": 0, "failed": 0, "pending": len(outbox(store)), "errors": [],
