@@ -198,7 +198,6 @@ class Report:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "config": {"path": self.config_path, "sha256": self.config_sha256},
-            "shard": self.shard,
             "rules": [r.to_dict() for r in self.rules],
             "totals": {
                 "rules": len(self.rules),
@@ -218,4 +217,5 @@ class Report:
             "plan": self.plan,
             "requests": {**self.requests_summary(), "items": list(self.requests), "ledger": list(self.ledger),
                          "notifications": self.notifications},
+            "shard": self.shard,
         }
