@@ -3,6 +3,8 @@
 Every run, dry or not, appends entries: ``run-started`` (mode, policy file
 SHA-256, ``now``, user, host), per batch ``batch-intent`` (written inside the
 batch's transaction, before it commits) and ``batch-committed`` (after),
+likewise ``partition-intent`` and ``partition-committed`` around a whole
+partition detached or dropped (its name and row count),
 ``rule-ended`` (the rule's counts) and ``run-ended`` (outcome, totals,
 errors).  A run killed mid-batch therefore leaves an intent without its
 outcome, and a run without ``run-ended`` was interrupted.
@@ -35,8 +37,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from retention.errors import RetentionError
-from retention.events import (BatchCommitted, BatchIntent, Event, RuleEnded, RunAbandoned, RunEnded,
-                              RunStarted)
+from retention.events import (BatchCommitted, BatchIntent, Event, PartitionCommitted, PartitionIntent, RuleEnded,
+                              RunAbandoned, RunEnded, RunStarted)
 from retention.plan import RulePlan
 from retention.state import StateStore
 from retention.state.tables import audit as T
@@ -285,6 +287,20 @@ class AuditTrail:
     def _BatchCommitted(self, e: BatchCommitted) -> None:
         self._batch("batch-committed", e)
 
+    def _partition(self, kind: str, e: PartitionIntent | PartitionCommitted) -> None:
+        # a partition's name and row count only: what it held is gone (dropped) or kept aside (detached)
+        if not e.run.mode.commits:
+            return
+        p = e.partition
+        self._append(e.run, kind, {"rule": e.plan.rule.name, "table": e.plan.rule.table, "partition": p.partition,
+                                   "action": p.action, "rows": p.rows, "status": p.status})
+
+    def _PartitionIntent(self, e: PartitionIntent) -> None:
+        self._partition("partition-intent", e)
+
+    def _PartitionCommitted(self, e: PartitionCommitted) -> None:
+        self._partition("partition-committed", e)
+
     def _RuleEnded(self, e: RuleEnded) -> None:
         o = e.outcome
         self._append(e.run, "rule-ended", {
@@ -292,7 +308,9 @@ class AuditTrail:
             "protected": {f"{p.kind}:{p.name}": p.rows for p in o.protected}, "touched": o.touch,
             "unchanged": o.unchanged, "remaining": o.remaining,
             "cascaded": {f"{c.table} {c.action} via {c.via}": c.rows for c in o.cascades},
-            "batches": o.batches, "guard": o.guard.state, "error": o.error})
+            "batches": o.batches, "guard": o.guard.state, "error": o.error,
+            **({"partitions": {p.partition: f"{p.status} ({p.rows} rows)" for p in o.partitions}}
+               if o.partitions else {})})
 
     def _SubjectErased(self, e) -> None:
         """An erasure request's subject, inside its transaction (retention.ledger.SubjectErased)."""

@@ -210,7 +210,7 @@ class TableConfig(_Model):
 
     on_parent_delete: ParentAction | dict[str, ParentAction] = "block"
     subject_path: list[str] | None = None
-    #: how a partitioned table's rows go when a whole partition is due (only "delete" is built)
+    #: how a partitioned table's rows go when a whole partition is due (retention.execute.partitions)
     partitions: Literal["delete", "detach", "drop"] = "delete"
 
 
@@ -394,9 +394,6 @@ NOT_BUILT_YET: list[tuple[str, Any, str]] = [
     ("rules[].check", None, "k-anonymity checks ([rules.check]) are not built yet; remove the key"),
     ("rules[].columns.*", lambda v: v == "fake" or (isinstance(v, Mapping) and v.get("strategy") == "fake"),
      "the 'fake' strategy is not built yet; use 'hash', 'mask', 'constant' or 'null'"),
-    ("tables.*.partitions", lambda v: v != "delete",
-     "partitions = \"detach\" or \"drop\" is not built yet; partitioned tables are deleted row by row "
-     "(partitions = \"delete\")"),
 ]
 
 

@@ -2,7 +2,8 @@
 
 ``RunStarted`` comes before anything is touched; ``BatchIntent`` inside each
 batch's transaction, before it commits (a subscriber that raises rolls the
-batch back); ``BatchCommitted`` after; ``RuleEnded`` per rule; ``RunEnded``
+batch back); ``BatchCommitted`` after; ``PartitionIntent`` and
+``PartitionCommitted`` likewise around a whole partition detached or dropped; ``RuleEnded`` per rule; ``RunEnded``
 on every way out.  ``RunAbandoned`` names an earlier run whose lease this
 one took over.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retention.plan import RulePlan
-from retention.report.model import Report, RuleOutcome
+from retention.report.model import PartitionOutcome, Report, RuleOutcome
 
 if TYPE_CHECKING:
     from retention.runtime import Run
@@ -58,6 +59,23 @@ class BatchCommitted:
 
 
 @dataclass(frozen=True)
+class PartitionIntent:
+    """A whole partition is detached (and dropped) in a transaction about to commit; a subscriber
+    that raises rolls it back.  ``partition.status`` is what it becomes (``dropped``, ``detached``)."""
+
+    run: "Run"
+    plan: RulePlan
+    partition: PartitionOutcome
+
+
+@dataclass(frozen=True)
+class PartitionCommitted:
+    run: "Run"
+    plan: RulePlan
+    partition: PartitionOutcome
+
+
+@dataclass(frozen=True)
 class RuleCounted:
     """A rule is counted and guarded, nothing touched yet: ``outcome.guard.rows`` is what it may touch."""
 
@@ -79,4 +97,5 @@ class RunEnded:
     outcome: str
 
 
-Event = RunStarted | RunAbandoned | RuleCounted | BatchIntent | BatchCommitted | RuleEnded | RunEnded
+Event = (RunStarted | RunAbandoned | RuleCounted | BatchIntent | BatchCommitted | PartitionIntent | PartitionCommitted
+         | RuleEnded | RunEnded)

@@ -1,8 +1,16 @@
-"""One run at a time per application database.
+"""One run at a time per application database (per lock scope).
 
-PostgreSQL: a session-level advisory lock, held on a connection of its own
-for the whole run; it dies with the session, so a killed run never leaves
-it behind.  The holder is named through the session's ``application_name``.
+A lock has a scope, a short string (``run``, the whole job's): runs of the
+same scope exclude each other on a database, runs of different scopes do not.
+
+PostgreSQL, MySQL and MariaDB: a lock owned by a database session
+(``pg_try_advisory_lock``, ``GET_LOCK``), held on a connection of its own for
+the whole run; it dies with the session, so a killed run never leaves it
+behind.  PostgreSQL names the holder through the session's
+``application_name``; MySQL cannot show one session's details to another, so
+the holder also writes who it is into the state store, for a second run's
+message, and the next holder records a run whose session ended without
+removing that record as abandoned.
 
 SQLite (no session locks that outlive a statement): a lease row in the state
 store, renewed while the run lives and ending ``LEASE_SECONDS`` after its last
@@ -12,13 +20,15 @@ records the previous one as abandoned in the audit log.
 
 ``plan`` and dry runs take no lock; runs and simulations do.
 
-A run's :class:`LockScope` is the whole run or shard I of N
-(:mod:`retention.shards`).  Shards of one N run side by side; shard I of N
-excludes another shard I of N, any whole run, and shards of another N
-(their slices overlap).  On PostgreSQL a whole run holds the run key
-exclusively; a shard holds it shared, and its own shard key exclusively.
-Leases are named per scope (``<database>#shard=I/N``) and checked against
-each other under the state store's writer lock.
+A shard of a sharded run (:mod:`retention.shards`) locks the scope
+``shard I/N`` (:class:`LockScope`), and more: it excludes a whole run and
+shards of another N too, and a whole run excludes every shard.  Locks held
+by a session are exclusive only, so the shards are found through their
+records in the state store: a shard writes its record, then makes sure no
+whole run holds ``run``; a whole run takes ``run``, then tries each
+recorded shard's lock (taken: that shard is gone).  Whichever comes second
+sees the first.  Leases (SQLite) are checked against each other under the
+state store's writer lock.
 """
 
 from __future__ import annotations
@@ -33,7 +43,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from retention.dialects.postgresql import RUN_LOCK, SHARD_LOCK
+from retention.dialects import impl_for
+from retention.dialects.base import DialectImpl, LockHolder
 from retention.errors import LockHeld
 from retention.shards import Shard
 from retention.state import StateStore
@@ -59,7 +70,7 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class LockScope:
-    """What a run locks on each database: the whole run (``shard`` None) or shard I of N."""
+    """What a run locks: the whole run (``shard`` None) or shard I of N."""
 
     shard: Shard | None = None
 
@@ -67,29 +78,29 @@ class LockScope:
     def of(cls, shard: Shard | None) -> "LockScope":
         return cls(shard)
 
-    def name(self, base: str) -> str:
-        """The lock's name under ``base`` (a lease row's name; a named lock's, where the engine has them)."""
-        return base if self.shard is None else f"{base}#shard={self.shard}"
+    @property
+    def name(self) -> str:
+        """The scope's lock name: ``run``, or ``shard I/N``."""
+        return "run" if self.shard is None else f"shard {self.shard}"
 
     @classmethod
-    def from_name(cls, name: str, base: str) -> "LockScope | None":
-        """The scope a lock named ``name`` holds under ``base`` (None: not a lock on ``base``)."""
-        if name == base:
+    def from_name(cls, name: str) -> "LockScope | None":
+        """The scope a lock name stands for (None: another kind of scope)."""
+        if name == "run":
             return cls()
-        prefix = base + "#shard="
-        if not name.startswith(prefix):
+        if not name.startswith("shard "):
             return None
-        index, _, count = name[len(prefix):].partition("/")
-        return cls(Shard(int(index), int(count)))
+        index, _, count = name[len("shard "):].partition("/")
+        try:
+            return cls(Shard(int(index), int(count)))
+        except ValueError:
+            return None
 
     def excludes(self, other: "LockScope") -> bool:
         """Whether the two cannot run at once: only shards of one N with different indexes can."""
         if self.shard is None or other.shard is None:
             return True
         return self.shard.count != other.shard.count or self.shard.index == other.shard.index
-
-    def describe(self) -> str:
-        return "the whole run" if self.shard is None else f"shard {self.shard}"
 
 
 @dataclass(frozen=True)
@@ -98,11 +109,9 @@ class Holder:
     host: str
     pid: int
     since: str
-    scope: LockScope = LockScope()
 
     def describe(self) -> str:
-        shard = f" (shard {self.scope.shard})" if self.scope.shard else ""
-        return f"run {self.run_id}{shard} (pid {self.pid} on host {self.host}) since {self.since}"
+        return f"run {self.run_id} (pid {self.pid} on host {self.host}) since {self.since}"
 
 
 def _identity(engine: Engine) -> str:
@@ -110,22 +119,25 @@ def _identity(engine: Engine) -> str:
     url = engine.url
     if url.get_backend_name() == "sqlite":
         return "sqlite:" + os.path.realpath(url.database or "")
-    return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    backend = "mysql" if url.get_backend_name() == "mariadb" else url.get_backend_name()   # one server, two URL forms
+    return f"{backend}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
 
 
 class RunLock:
     """The locks of one run on its application databases; ``acquire`` raises LockHeld (exit 4)."""
 
     def __init__(self, store: StateStore, engines: dict[str, Engine], run_id: str,
-                 scope: LockScope = LockScope()) -> None:
+                 scope: "str | LockScope" = "run") -> None:
         self.store = store
-        self.scope = scope
         self.engines = engines
         self.run_id = run_id
+        # a LockScope (whole run or shard) also excludes the scopes it conflicts with; a plain name only itself
+        self.sharding = scope if isinstance(scope, LockScope) else LockScope.from_name(scope)
+        self.scope = scope.name if isinstance(scope, LockScope) else scope
         self.host = hostname()
         self.pid = os.getpid()
         self.abandoned: list[tuple[str, str]] = []      # (run id, why) of stale leases taken over
-        self._sessions: list[Connection] = []
+        self._sessions: list[tuple[DialectImpl, Connection, str | None]] = []   # (engine, session, record)
         self._leases: list[str] = []
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -134,14 +146,17 @@ class RunLock:
         seen: set[str] = set()
         try:
             for name, engine in self.engines.items():
-                ident = _identity(engine)
+                ident = _identity(engine) + ("" if self.scope == "run" else f"#{self.scope}")
                 if ident in seen:
                     continue
                 seen.add(ident)
-                if engine.dialect.name == "postgresql":
-                    self._advisory(name, engine)
+                impl = impl_for(engine)
+                if impl.session_locks:
+                    self._session_lock(name, engine, impl, ident)
+                    if self.sharding is not None:
+                        self._shards_apart(name, impl, _identity(engine))
                 else:
-                    self._lease(name, ident)
+                    self._lease(name, ident, _identity(engine))
         except BaseException:
             self.release()
             raise
@@ -149,99 +164,111 @@ class RunLock:
             self._renewer = threading.Thread(target=self._renew, name="retention-lease", daemon=True)
             self._renewer.start()
 
-    # -- PostgreSQL ------------------------------------------------------------------
+    # -- session locks (PostgreSQL, MySQL, MariaDB) -------------------------------------
 
-    def _advisory(self, name: str, engine: Engine) -> None:
+    def _session_lock(self, name: str, engine: Engine, impl: DialectImpl, ident: str) -> None:
         conn = engine.connect()
-        shard = self.scope.shard
         try:
-            scope = f" shard={shard}" if shard else ""
-            tag = f"retention run={self.run_id}{scope} pid={self.pid} host={self.host}"[:63]
-            conn.execute(sa.text("SELECT set_config('application_name', :v, false)"), {"v": tag})
-            # a whole run holds the run key alone; shards share it (so a whole run waits for none of
-            # them and excludes all), each holding its own shard key alone
-            take = "pg_try_advisory_lock" if shard is None else "pg_try_advisory_lock_shared"
-            keys = RUN_LOCK
-            got = conn.execute(sa.text(f"SELECT {take}(:k1, :k2)"), {"k1": keys[0], "k2": keys[1]}).scalar()
-            if got and shard is not None:
-                keys = (SHARD_LOCK, _shard_key(shard))
-                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k1, :k2)"),
-                                   {"k1": keys[0], "k2": keys[1]}).scalar()
-            conn.commit()      # the locks are the session's: they outlive this transaction
-            if got and shard is not None:
-                other = self._pg_other_count(conn, shard)
-                if other is not None:
-                    got, keys = False, (SHARD_LOCK, other)
+            tag = f"retention run={self.run_id} pid={self.pid} host={self.host}"
+            got = impl.try_session_lock(conn, self.scope, tag)
+            conn.commit()      # the lock is the session's: it outlives this transaction
+            if not got:
+                holder = self._describe(impl.session_lock_holder(conn, self.scope), ident)
+                conn.rollback()
         except BaseException:
             conn.close()
             raise
         if not got:
-            holder = self._pg_holder(conn, keys, exclusive=keys == RUN_LOCK and shard is not None)
             conn.close()
-            raise LockHeld(f"another run holds the lock on database '{name}' ({self.scope.describe()} needs it): "
-                           f"{holder}; nothing was touched")
-        self._sessions.append(conn)
+            raise LockHeld(f"another run holds the lock on database '{name}': {holder}; nothing was touched")
+        # a shard is found by its record even where the engine names a holder itself
+        sharded = self.sharding is not None and self.sharding.shard is not None
+        record = None if impl.shows_lock_holder and not sharded else ident
+        self._sessions.append((impl, conn, record))
+        if record is not None:
+            self._record(record)
 
-    @staticmethod
-    def _pg_other_count(conn: Connection, shard: Shard) -> int | None:
-        """The shard key of a shard of another N holding its lock (their slices overlap this one's), or None.
+    def _shards_apart(self, name: str, impl: DialectImpl, base: str) -> None:
+        """Session locks: keep this run apart from the scopes it excludes besides its own (see the module)."""
+        conn = self._sessions[-1][1]
+        others = ["run"] if self.sharding.shard is not None else []
+        with self.store.reading() as r:
+            rows = r.execute(sa.select(L.c.name).where(L.c.name.startswith(base + "#shard ", autoescape=True))).all()
+        for (lease,) in rows:
+            scope = LockScope.from_name(lease[len(base) + 1:])
+            if scope is not None and scope.shard is not None and scope != self.sharding \
+                    and self.sharding.excludes(scope):
+                others.append(scope.name)
+        for other in others:
+            # free: nobody holds it (a record left behind is a killed shard's); held: barred
+            if impl.try_session_lock(conn, other, f"retention run={self.run_id} pid={self.pid} host={self.host}"):
+                impl.release_session_lock(conn, other)
+                conn.commit()
+                continue
+            holder = self._describe(impl.session_lock_holder(conn, other), base + ("" if other == "run" else f"#{other}"))
+            conn.rollback()
+            raise LockHeld(f"another run holds the lock on database '{name}' ({other}, which {self.scope} "
+                           f"cannot run beside): {holder}; nothing was touched")
 
-        Each shard takes its own key first and looks second, so of two such shards starting at
-        once, at least the later one sees the other.
-        """
-        row = conn.execute(sa.text(
-            "SELECT l.objid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :k1 "
-            "AND l.objsubid = 2 AND l.objid::bigint / 65536 <> :n "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1"),
-            {"k1": SHARD_LOCK, "n": shard.count}).first()
-        conn.rollback()
-        return None if row is None else int(row[0])
-
-    @staticmethod
-    def _pg_holder(conn: Connection, keys: tuple[int, int] = RUN_LOCK, exclusive: bool = False) -> str:
-        mode = "AND l.mode = 'ExclusiveLock' " if exclusive else ""
-        row = conn.execute(sa.text(
-            "SELECT a.application_name, a.backend_start, a.pid FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :k1 AND l.objid = :k2 "
-            f"AND l.objsubid = 2 {mode}AND l.pid <> pg_backend_pid() "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "ORDER BY a.backend_start LIMIT 1"),
-            {"k1": keys[0], "k2": keys[1]}).first()
-        conn.rollback()
-        if row is None:
+    def _describe(self, holder: LockHolder | None, ident: str) -> str:
+        if holder is None:
             return "a run that has just ended (try again)"
-        tag = dict(part.split("=", 1) for part in (row[0] or "").split()[1:] if "=" in part)
-        since = row[1].isoformat() if row[1] else "?"
+        tag = dict(part.split("=", 1) for part in (holder.tag or "").split()[1:] if "=" in part)
         if tag.get("run"):
-            scope = LockScope(_parse_shard_tag(tag.get("shard")))
-            return Holder(tag["run"], tag.get("host", "?"), int(tag.get("pid", 0) or 0), since, scope).describe()
-        return f"database session {row[2]} since {since}"
+            return Holder(tag["run"], tag.get("host", "?"), int(tag.get("pid", 0) or 0),
+                          holder.since or "?").describe()
+        try:
+            with self.store.reading() as conn:
+                row = conn.execute(sa.select(L).where(L.c.name == ident)).first()
+        except SQLAlchemyError:
+            row = None
+        # a record whose process is gone is a killed run's, not yet replaced by the holder's own
+        if row is not None and not (row.host == self.host and not pid_alive(row.pid)):
+            return Holder(row.run_id, row.host, row.pid, row.acquired_at).describe() + \
+                f" (database session {holder.session})"
+        return f"database session {holder.session}"
+
+    def _record(self, ident: str) -> None:
+        """Write who holds the session lock ``ident`` for a second run to name; the record of a
+        run whose session ended without removing it (killed) is that run's abandonment."""
+        now = utcnow()
+        with self.store.writing() as conn:
+            row = conn.execute(sa.select(L).where(L.c.name == ident)).first()
+            if row is not None:
+                conn.execute(L.delete().where(L.c.name == ident))
+                if row.run_id != self.run_id:
+                    self.abandoned.append((row.run_id, "its database session ended without releasing the lock"))
+            # held while the session lives: the expiry says nothing here
+            conn.execute(L.insert().values(name=ident, run_id=self.run_id, host=self.host, pid=self.pid,
+                                           acquired_at=now.isoformat(), expires_at=now.isoformat()))
 
     # -- leases (SQLite) -----------------------------------------------------------------
 
-    def _lease(self, name: str, ident: str) -> None:
+    def _lease(self, name: str, ident: str, base: str) -> None:
         now = utcnow()
-        mine = self.scope.name(ident)
         with self.store.writing() as conn:
-            # every lease on this database, whole or shard: the writer lock makes the look and the insert one step
-            rows = conn.execute(sa.select(L).where(sa.or_(
-                L.c.name == ident, L.c.name.startswith(ident + "#shard=", autoescape=True)))).all()
+            if self.sharding is None:
+                rows = conn.execute(sa.select(L).where(L.c.name == ident)).all()
+            else:   # every whole or shard lease on this database: the writer lock makes look and insert one step
+                rows = conn.execute(sa.select(L).where(sa.or_(
+                    L.c.name == base, L.c.name.startswith(base + "#shard ", autoescape=True)))).all()
             for row in rows:
-                scope = LockScope.from_name(row.name, ident)
-                if scope is None or not self.scope.excludes(scope):
-                    continue
-                holder = Holder(row.run_id, row.host, row.pid, row.acquired_at, scope)
+                if row.name != ident:
+                    scope = LockScope.from_name(row.name[len(base) + 1:] if row.name != base else "run")
+                    if scope is None or not self.sharding.excludes(scope):
+                        continue
+                holder = Holder(row.run_id, row.host, row.pid, row.acquired_at)
                 stale = self._stale(row, now)
                 if stale is None:
-                    raise LockHeld(f"another run holds the lock on database '{name}' ({self.scope.describe()} "
-                                   f"needs it): {holder.describe()}; nothing was touched")
+                    which = "" if row.name == base else f" ({row.name[len(base) + 1:]})"
+                    raise LockHeld(f"another run holds the lock on database '{name}'{which}: {holder.describe()}; "
+                                   f"nothing was touched")
                 conn.execute(L.delete().where(L.c.name == row.name, L.c.run_id == row.run_id))
                 self.abandoned.append((row.run_id, stale))
-            conn.execute(L.insert().values(name=mine, run_id=self.run_id, host=self.host, pid=self.pid,
+            conn.execute(L.insert().values(name=ident, run_id=self.run_id, host=self.host, pid=self.pid,
                                            acquired_at=now.isoformat(),
                                            expires_at=(now + timedelta(seconds=LEASE_SECONDS)).isoformat()))
-        self._leases.append(mine)
+        self._leases.append(ident)
 
     def _stale(self, row, now: datetime) -> str | None:
         """Why a lease no longer holds (None: it does)."""
@@ -267,10 +294,16 @@ class RunLock:
         if self._renewer is not None:
             self._renewer.join(timeout=5)
             self._renewer = None
-        for conn in self._sessions:
+        for impl, conn, record in self._sessions:
+            if record is not None:
+                # the record goes first: once the lock is free, a record left behind reads as abandoned
+                try:
+                    with self.store.writing() as w:
+                        w.execute(L.delete().where(L.c.name == record, L.c.run_id == self.run_id))
+                except SQLAlchemyError:
+                    pass    # the next holder records this run as abandoned
             try:
-                # the session is the lock's alone: every advisory lock on it is this run's
-                conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                impl.release_session_lock(conn, self.scope)
                 conn.commit()
                 conn.close()
             except SQLAlchemyError:
@@ -283,18 +316,3 @@ class RunLock:
             except SQLAlchemyError:
                 pass    # the lease expires by itself
             self._leases = []
-
-
-def _shard_key(shard: Shard) -> int:
-    """Shard I of N as one int4 advisory key: N in the high half, I in the low (both below 65536)."""
-    return shard.count * 65536 + shard.index
-
-
-def _parse_shard_tag(text: str | None) -> Shard | None:
-    if not text:
-        return None
-    index, _, count = text.partition("/")
-    try:
-        return Shard(int(index), int(count))
-    except ValueError:
-        return None

@@ -111,6 +111,8 @@ class RulePlan:
     #: a sharded run's slice of a rule is a plan of its own (retention.shards); this is the whole rule's,
     #: whose count the guard checks, so a guard trips in every shard exactly when it would in one run
     whole: "RulePlan | None" = None
+    #: ``[tables.*] partitions`` of the rule's table: "detach" or "drop" whole due partitions first
+    partitions: str = "delete"
 
     @property
     def pk_columns(self) -> tuple[sa.Column, ...]:
@@ -438,6 +440,7 @@ class Planner:
             max_rows=rule.max_rows if rule.max_rows is not None else settings.max_rows,
             max_fraction=rule.max_fraction if rule.max_fraction is not None else settings.max_fraction,
             any_protector=any_protector, cutoff=cutoff,
+            partitions=tc.partitions if (tc := self.model.tables.get(rule.table)) else "delete",
         )
         if rule.action == "anonymize":
             variants = self._variants(rule, t, protectors)

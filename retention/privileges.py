@@ -11,7 +11,10 @@ the very statements a run executes, so they cannot drift from what runs:
 * **update** the anonymized columns and the ``mark``, the ``restrict_column``,
   and each foreign-key column a cascade detaches (column-level grants count);
 * **delete** from the rule's table and every table its cascade deletes from;
-* **usage** on every schema involved.
+* **usage** on every schema involved;
+* **ownership** of a partitioned table whose partitions a rule detaches or
+  drops (``partitions = "detach" | "drop"``), and of each of its partitions:
+  PostgreSQL allows DETACH and DROP to the owner only.
 
 :func:`check` asks each database what its login lacks (``dialects/``: grants
 on PostgreSQL, a writable file on SQLite) and returns every missing grant at
@@ -32,10 +35,11 @@ from sqlalchemy.sql import visitors
 from retention.errors import RetentionError
 from retention.execute import cascade_selections, plan_table
 from retention.execute.batch import _locks_parents
+from retention.execute.partitions import applies as takes_partitions
 from retention.plan import RulePlan, walk
 
 #: privileges in the order they are listed
-KINDS = ("USAGE", "SELECT", "LOCK", "UPDATE", "DELETE")
+KINDS = ("USAGE", "SELECT", "LOCK", "UPDATE", "DELETE", "OWNER")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Need:
     """One privilege one rule needs on one table (or schema, for ``USAGE``)."""
 
     db: str
-    kind: str                        # USAGE | SELECT | LOCK | UPDATE | DELETE
+    kind: str                        # USAGE | SELECT | LOCK | UPDATE | DELETE | OWNER
     schema: str | None               # None: the connection's default schema
     table: str | None                # None for USAGE
     columns: tuple[str, ...] = ()    # SELECT and UPDATE: the columns used; LOCK: candidates
@@ -129,6 +133,10 @@ def needs(plans: Iterable[RulePlan]) -> list[Need]:
             out.append(Need(db, "SELECT", table.schema, table.name, tuple(sorted(cols)), f"{who} reads it"))
         if rule.action == "delete":
             out.append(Need(db, "DELETE", t.schema, t.name, why=f"{who} deletes from it"))
+            if takes_partitions(p):
+                out.append(Need(db, "OWNER", t.schema, t.name,
+                                why=f'{who} detaches whole partitions (partitions = "{p.partitions}"), which '
+                                    f'only the owner of the table and of each partition may do'))
             if _locks_parents(p) and p.impl.supports_for_update:
                 out.append(Need(db, "LOCK", t.schema, t.name, (p.pk_columns[0].name,),
                                 f"{who} locks its batch (SELECT ... FOR UPDATE)"))
@@ -178,6 +186,7 @@ def check(engines: Mapping[str, Engine], plans: list[RulePlan], extra: Iterable[
             notes, problems = impl.storage_access(conn, tables.get(db))
             held = impl.privileges_held(conn, atoms)
             role, default_schema = impl.login(conn)
+            owners = impl.owners(conn, [(schema, table) for kind, schema, table in grouped if kind == "OWNER"])
             conn.rollback()
         report.notes += [f"[databases.{db}]: {n}" for n in notes]
         report.missing += [Missing(db, "FILE", target, fix, ["the job reads and writes the database"])
@@ -198,6 +207,10 @@ def check(engines: Mapping[str, Engine], plans: list[RulePlan], extra: Iterable[
             if kind == "USAGE":
                 target = f"schema {schema_name}"
                 statement = f"GRANT USAGE ON SCHEMA {schema_name} TO {quote(role)};"
+            elif kind == "OWNER":
+                # membership in the owning role is ownership, of the table and of every partition it owns
+                target = f"{schema_name}.{quote(table)}"
+                statement = f"GRANT {quote(owners.get((schema, table), 'its owner'))} TO {quote(role)};"
             else:
                 target = f"{schema_name}.{quote(table)}"
                 statement = _grant(kind, target, lacking, quote(role), quote)

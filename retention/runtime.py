@@ -42,8 +42,8 @@ from retention.audit import AuditLog, AuditTrail, audit_key
 from retention.config import Config
 from retention.dialects.base import duration_ms
 from retention.errors import ConfigError, RetentionError
-from retention.events import (BatchCommitted, BatchIntent, Event, RuleCounted, RuleEnded, RunAbandoned, RunEnded,
-                              RunStarted)
+from retention.events import (BatchCommitted, BatchIntent, Event, PartitionCommitted, PartitionIntent, RuleCounted,
+                              RuleEnded, RunAbandoned, RunEnded, RunStarted)
 from retention.execute import BatchHooks, ExecOptions, describe_error, execute_rule
 from retention.ledger import LedgerWriter
 from retention.locks import LockScope, RunLock, hostname
@@ -204,6 +204,12 @@ class Run(BatchHooks):
 
     def committed(self, plan, batch, lo, hi, touched, cascaded) -> None:
         self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded)))
+
+    def partition_intent(self, plan, partition) -> None:
+        self.emit(PartitionIntent(self, plan, partition))
+
+    def partition_committed(self, plan, partition) -> None:
+        self.emit(PartitionCommitted(self, plan, partition))
 
     # -- the life --------------------------------------------------------------------------------
 

@@ -114,6 +114,8 @@ class Catalog:
         self.names: dict[str, list[str]] = {}
         #: partition key -> partitioned table key
         self.partition_of: dict[str, str] = {}
+        #: partitioned tables (PostgreSQL), with or without partitions yet
+        self.partitioned: set[str] = set()
         self.warnings: list[str] = []
         for db, engine in self.engines.items():
             self._load(db, engine, needed)
@@ -129,6 +131,7 @@ class Catalog:
         self.names[db] = sorted(key(t) for t in graph.tables)
         root = {key(p): key(r) for p, r in graph.partitions.items()}
         self.partition_of.update(root)
+        self.partitioned.update(key(r) for r in graph.partitioned)
         known = set(self.names[db])
         fks: dict[ForeignKey, None] = {}
         declared_on: dict[str, set[tuple]] = {}       # partition -> keys declared on it
@@ -408,6 +411,19 @@ def _explicit_hops(catalog: Catalog, table_key: str, override: list[str]) -> lis
 
 # --- binding ----------------------------------------------------------------
 
+def _check_partitions(catalog: Catalog, ref: str, value: str, where: str, err) -> None:
+    """``partitions = "detach" | "drop"`` only where the job can do it: a partitioned table on
+    an engine that detaches partitions (PostgreSQL); elsewhere refused, never ignored."""
+    impl = catalog.impl(split_table(ref)[0])
+    if not impl.drops_partitions:
+        err(f'partitions = "{value}" is built for PostgreSQL partitioned tables; {ref} is on {impl.name}, '
+            f'where its rows are deleted row by row: remove the key (or set partitions = "delete")',
+            where, "partitions")
+    elif ref not in catalog.partitioned:
+        err(f'partitions = "{value}" applies to a partitioned table; {ref} is not one: remove the key',
+            where, "partitions")
+
+
 @dataclass
 class Binding:
     """The policy bound to the live schema: what the planner needs, all checked."""
@@ -496,6 +512,8 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
             if b.parent_action(fk) == "detach" and not fk.nullable:
                 err(f"cannot detach: {fk.child}.{fk.column} is NOT NULL; use 'delete' or 'block'",
                     where, "on_parent_delete")
+        if tc.partitions != "delete":
+            _check_partitions(catalog, ref, tc.partitions, where, err)
         if tc.subject_path is not None:
             try:
                 hops = _explicit_hops(catalog, ref, tc.subject_path)

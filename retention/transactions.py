@@ -21,7 +21,7 @@ from retention.errors import RetentionError
 
 #: named points inside a batch where an observer may act on the batch's own connection
 #: (tests stage an application's concurrent write at an exact moment through them)
-STAGES = ("batch.checked", "batch.step")
+STAGES = ("batch.checked", "batch.step", "partition.locking", "partition.detached")
 _observers: dict[str, list[Callable]] = {stage: [] for stage in STAGES}
 
 
@@ -31,7 +31,10 @@ def stage(name: str, conn: Connection, **info) -> None:
     ``batch.checked``: a cascading delete's batch has locked its rows at every
     level and checked them again, right before its first delete (info: ``plan``,
     ``keys``); ``batch.step``: right before the statement that deletes or
-    detaches one cascade level (info: ``plan``, ``table``, ``action``).
+    detaches one cascade level (info: ``plan``, ``table``, ``action``);
+    ``partition.locking``: a whole partition's transaction is about to lock it
+    (and then count it again); ``partition.detached``: it is detached, not yet
+    dropped or committed (info: ``plan``, ``partition``).
     """
     for fn in list(_observers[name]):
         fn(conn, **info)

@@ -20,7 +20,7 @@ def blocks(lang: str) -> list[str]:
 
 
 def test_the_policy_example_binds_to_the_demo_shop_and_plans(tmp_path):
-    (example,) = [b for b in blocks("toml") if "[[rules]]" in b]
+    (example,) = [b for b in blocks("toml") if "[[rules]]" in b and "version = 1" in b]
     policy = tmp_path / "policies.toml"
     policy.write_text(example)
     url = f"sqlite:///{tmp_path / 'demo.db'}"

@@ -40,14 +40,10 @@ k = 5
      "rule 'logs' key 'columns.ip'"),
     (RULE.replace('action = "delete"', 'action = "anonymize"') + 'columns.ip = { strategy = "fake", kind = "ip" }\n',
      "rule 'logs' key 'columns.ip'"),
-    ('[tables."shop.logs"]\npartitions = "detach"\n', "key 'partitions'"),
-    ('[tables."shop.logs"]\npartitions = "drop"\n', "key 'partitions'"),
 ]
 
 
-@pytest.mark.parametrize("body, names", UNBUILT, ids=["k-anonymity", "fake", "fake-table",
-                                                        "detach-partitions",
-                                                        "drop-partitions"])
+@pytest.mark.parametrize("body, names", UNBUILT, ids=["k-anonymity", "fake", "fake-table"])
 def test_a_key_not_built_yet_is_refused_and_nothing_runs(shop, body, names):
     from datetime import datetime
     shop.user(1)

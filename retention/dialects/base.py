@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar
@@ -65,6 +66,53 @@ class CatalogGraph:
     partition_parents: dict[TableRef, list[TableRef]] = field(default_factory=dict)
     #: partitions that hold rows (not themselves partitioned)
     leaf_partitions: set[TableRef] = field(default_factory=set)
+    #: partitioned tables that are not themselves partitions (what a policy may name)
+    partitioned: set[TableRef] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition that holds rows, as the database describes it (:meth:`DialectImpl.partitions`).
+
+    ``bound`` is the partition's bound as the database writes it (``FOR VALUES
+    FROM (...) TO (...)``, ``DEFAULT``); ``constraint`` a boolean SQL expression
+    over the partitioned table's columns that is true exactly for the rows the
+    partition holds; ``strategy`` and ``key`` are its parent's partitioning
+    (``range``, ``list``, ``hash``; the key's columns, None for an expression).
+    """
+
+    schema: str | None
+    name: str
+    parent_schema: str | None
+    parent: str
+    strategy: str
+    key: tuple[str | None, ...]
+    bound: str
+    constraint: str | None
+
+    @property
+    def upper_first(self) -> str | None:
+        """The literal of the first column of a range partition's upper bound, as written
+        (``'2020-02-01 00:00:00'``, ``100``); None when there is none (MAXVALUE, not a range)."""
+        m = re.match(r"^FOR VALUES FROM \((.*?)\) TO \((.*)\)$", self.bound or "", re.S)
+        if self.strategy != "range" or m is None:
+            return None
+        upper = m.group(2).strip()
+        if upper.startswith("'"):
+            # a quoted literal: up to the quote that is not doubled
+            lit = re.match(r"'((?:[^']|'')*)'", upper)
+            return lit.group(1).replace("''", "'") if lit else None
+        first = upper.split(",", 1)[0].strip()
+        return None if first.upper() in ("MAXVALUE", "MINVALUE") else first
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The database session holding a run lock, as far as the engine shows it."""
+
+    session: str                    # the server's id of the session
+    tag: str | None = None          # what the holder said about itself (shows_lock_holder)
+    since: str | None = None        # ISO time the session started, where known
 
 
 class DialectImpl:
@@ -103,6 +151,24 @@ class DialectImpl:
                                                    all(nullable.get(c, True) for c in cols)))
         return graph
 
+    # -- partitions (retention.execute.partitions) --------------------------
+
+    #: whole partitions can be detached and dropped instead of deleting their rows
+    drops_partitions: ClassVar[bool] = False
+
+    def partitions(self, conn: Connection, table: sa.Table) -> list[Partition]:
+        """The partitions of ``table`` that hold rows (at every level), in name order."""
+        return []
+
+    def partition_ddl(self, conn: Connection, part: Partition) -> tuple[str, str, str]:
+        """The statements that take ``part``, in one transaction: lock it against writes (its
+        rows are then counted again), detach it (it becomes a table of its own), drop that table."""
+        raise NotImplementedError
+
+    def owners(self, conn: Connection, tables: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], str]:
+        """The role owning each table (engines whose privileges know owners)."""
+        return {}
+
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)
@@ -115,6 +181,17 @@ class DialectImpl:
         settings; None where the engine cannot compute it.
         """
         return None
+    def write_sets(self, conn: Connection, table: sa.Table, where: ColumnElement,
+                   by: list) -> list[ColumnElement]:
+        """The predicates an UPDATE or DELETE of ``table`` names the rows matching ``where`` by.
+
+        ``[where]`` itself here.  An engine that refuses a write reading its own
+        table in a subquery (MySQL's error 1093) reads the values of ``by``
+        (columns of ``table`` that identify the rows, such as the foreign key a
+        cascade follows) first, and writes by them, in as many statements as
+        its parameter limit needs (none: no row).
+        """
+        return [where]
 
     # -- transaction hints (SQLite needs them; engines with MVCC and row locks do not) --
 
@@ -214,6 +291,32 @@ class DialectImpl:
         and the lock and statement timeouts, which then bound every statement
         the job runs, reads included.
         """
+
+    # -- the run lock (retention.locks) ------------------------------------
+    # A lock that belongs to a database session dies with it: a killed run never
+    # leaves it behind.  Engines without one (SQLite) get a lease in the state store.
+
+    #: the engine has locks owned by a database session, named by a scope string
+    session_locks: ClassVar[bool] = False
+    #: another session can read who holds such a lock (else the state store records it)
+    shows_lock_holder: ClassVar[bool] = False
+
+    def try_session_lock(self, conn: Connection, scope: str, tag: str) -> bool:
+        """Take the lock ``scope`` for ``conn``'s session without waiting; whether it was free.
+
+        ``tag`` names the holder (run, pid, host) where the engine lets other
+        sessions read it.  The lock outlives the transaction; it ends with
+        :meth:`release_session_lock` or with the session.
+        """
+        raise NotImplementedError(f"{self.name} has no session locks")
+
+    def release_session_lock(self, conn: Connection, scope: str) -> None:
+        """Give back the lock ``scope`` that ``conn``'s session holds."""
+        raise NotImplementedError(f"{self.name} has no session locks")
+
+    def session_lock_holder(self, conn: Connection, scope: str) -> "LockHolder | None":
+        """The session holding the lock ``scope`` (None: nobody holds it now)."""
+        return None
 
     # -- privileges (retention.privileges) --------------------------------
 

@@ -9,7 +9,9 @@ too; the session settings always follow the server actually reached.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import weakref
 from decimal import Decimal
 from typing import ClassVar
@@ -18,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import KEY_SEPARATOR, DialectImpl, duration_ms, register
+from retention.dialects.base import KEY_SEPARATOR, DialectImpl, LockHolder, duration_ms, register
 
 #: names under which the server keeps its own tables, never an application's
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -31,6 +34,7 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Un
 _UNKNOWN_TIME_ZONE = 1298      # ER_UNKNOWN_TIME_ZONE
 #: seconds a state store writer waits for another (its appends and lease updates are short)
 STORE_LOCK_WAIT = 60
+_UNSUPPORTED_SERVER = 2054    # CR_SERVER_HANDSHAKE_ERR: the client cannot work with this server
 _CLIENT_FOUND_ROWS = 2         # the protocol's capability flag, the same for every driver
 
 _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
@@ -39,6 +43,48 @@ _PERIOD_FORMAT = {"year": "%Y-01-01", "month": "%Y-%m-01", "day": "%Y-%m-%d"}
 def server_is_mariadb(dbapi_conn) -> bool:
     """Whether a PyMySQL connection reached MariaDB (its version string says so)."""
     return "mariadb" in str(getattr(dbapi_conn, "server_version", "")).lower()
+
+
+#: the oldest servers the statements are written for: window functions (MySQL 8.0, MariaDB
+#: 10.2), writes reading their own table (MariaDB 10.3), GET_LOCK per name (MySQL 5.7, MariaDB 10.0)
+MINIMUM_VERSION = {"MySQL": (8, 0), "MariaDB": (10, 6)}
+
+
+def server_version(text: str) -> tuple[str, tuple[int, ...]]:
+    """``("MariaDB" | "MySQL", (major, minor, patch))`` from a server's version string.
+
+    MariaDB announces itself as ``5.5.5-10.11.6-MariaDB...`` to old clients:
+    its own number is the one before ``-MariaDB``.
+    """
+    if "mariadb" in text.lower():
+        found = re.search(r"(\d+)\.(\d+)\.(\d+)-mariadb", text, re.I) or re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+        return "MariaDB", tuple(int(x) for x in found.groups()) if found else ()
+    found = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", text)
+    return "MySQL", tuple(int(x) for x in found.groups()) if found else ()
+
+
+def unsupported_server(text: str) -> str | None:
+    """Why the job refuses a server of this version string, or None."""
+    kind, version = server_version(text)
+    least = MINIMUM_VERSION[kind]
+    if version and version[:2] < least:
+        return (f"{kind} {'.'.join(map(str, version))} is older than the {kind} {least[0]}.{least[1]} "
+                f"the job's statements need")
+    return None
+
+
+#: longest name GET_LOCK accepts (MySQL 5.7+, MariaDB)
+_LOCK_NAME_MAX = 64
+#: wait_timeout's ceiling: the server must not end an idle lock session in the middle of a run
+_IDLE_FOREVER = 31536000
+
+
+def run_lock_name(database: str, scope: str) -> str:
+    """GET_LOCK's name for a run lock: the server's namespace is shared by all its databases."""
+    name = f"retention:{database}:{scope}"
+    if len(name) <= _LOCK_NAME_MAX:
+        return name
+    return "retention:" + hashlib.sha256(f"{database}\0{scope}".encode()).hexdigest()[:_LOCK_NAME_MAX - 10]
 
 
 def session_time_zone(name: str) -> str:
@@ -146,6 +192,9 @@ class MySQLImpl(DialectImpl):
 
         @event.listens_for(engine, "connect")
         def _session(dbapi_conn, _record):  # pragma: no cover - trivial
+            problem = unsupported_server(str(getattr(dbapi_conn, "server_version", "")))
+            if problem:
+                raise dbapi_conn.OperationalError(_UNSUPPORTED_SERVER, problem)
             with dbapi_conn.cursor() as cur:
                 # as on PostgreSQL: a batch's second look at the rows it locked must see
                 # children committed meanwhile, not REPEATABLE READ's snapshot of its first read
@@ -161,6 +210,40 @@ class MySQLImpl(DialectImpl):
                             f"the server knows no time zone named {value}: load its time-zone tables "
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
+
+    def write_sets(self, conn, table: sa.Table, where: ColumnElement, by: list) -> list[ColumnElement]:
+        # error 1093: a cascade that reaches the table it came from (a self-referencing key,
+        # or a path back to a table above) would write it while its subquery reads it
+        if self.writes_may_read_their_table or not any(e is table for e in visitors.iterate(where)):
+            return [where]
+        rows = [tuple(r) for r in conn.execute(sa.select(*by).distinct().where(where))]
+        size = max(1, (self.max_bind_params or len(rows) or 1) // len(by))
+        chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+        if len(by) == 1:
+            return [by[0].in_([r[0] for r in chunk]) for chunk in chunks]
+        return [self.row_values_in(by, chunk) for chunk in chunks]
+
+    # -- the run lock: GET_LOCK, which ends with the session (MySQL 5.7+ and MariaDB alike) --
+
+    session_locks = True
+    shows_lock_holder = False      # no session can read another's variables or lock names
+
+    @staticmethod
+    def _lock_name(conn, scope: str) -> str:
+        return run_lock_name(conn.exec_driver_sql("SELECT DATABASE()").scalar() or "", scope)
+
+    def try_session_lock(self, conn, scope: str, tag: str) -> bool:
+        conn.exec_driver_sql(f"SET SESSION wait_timeout = {_IDLE_FOREVER}")
+        # 1 taken, 0 held by another session, NULL an error (the server says which)
+        got = conn.execute(sa.text("SELECT GET_LOCK(:name, 0)"), {"name": self._lock_name(conn, scope)}).scalar()
+        return got == 1
+
+    def release_session_lock(self, conn, scope: str) -> None:
+        conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock_name(conn, scope)})
+
+    def session_lock_holder(self, conn, scope: str) -> LockHolder | None:
+        session = conn.execute(sa.text("SELECT IS_USED_LOCK(:name)"), {"name": self._lock_name(conn, scope)}).scalar()
+        return None if session is None else LockHolder(session=str(session))
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         # zero dates and dates with a zero month or day (a permissive sql_mode stores them)

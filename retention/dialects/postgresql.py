@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from decimal import Decimal
 from typing import ClassVar
 
@@ -12,8 +13,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIT
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import (KEY_SEPARATOR, CatalogGraph, DialectImpl, RawForeignKey, duration_ms,
-                                     register)
+from retention.dialects.base import (KEY_SEPARATOR, CatalogGraph, DialectImpl, LockHolder, Partition, RawForeignKey,
+                                     duration_ms, register)
 
 # Tables (ordinary and partitioned) outside the system schemas, with the
 # partitioned table each partition belongs to.
@@ -40,11 +41,39 @@ _FOREIGN_KEYS = sa.text("""
 """)
 
 
+# The partitions of one partitioned table that hold rows, at every level, with their
+# immediate parent's partitioning (strategy, key columns: NULL for an expression), their
+# bound and the constraint the database derives from it (the ancestors' bounds included).
+_PARTITIONS = sa.text("""
+    WITH RECURSIVE tree AS (
+        SELECT i.inhrelid AS oid, i.inhparent AS parent FROM pg_inherits i WHERE i.inhparent = :root
+        UNION ALL
+        SELECT i.inhrelid, i.inhparent FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid
+    )
+    SELECT NULLIF(n.nspname, current_schema()), c.relname, NULLIF(pn.nspname, current_schema()), p.relname,
+           pt.partstrat,
+           ARRAY(SELECT a.attname::text FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY AS k(num, ord)
+                 LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = k.num ORDER BY k.ord),
+           pg_get_expr(c.relpartbound, c.oid), pg_get_partition_constraintdef(c.oid)
+    FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_class p ON p.oid = tree.parent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+    JOIN pg_partitioned_table pt ON pt.partrelid = tree.parent
+    WHERE c.relkind = 'r'
+    ORDER BY n.nspname, c.relname
+""")
+
+_STRATEGIES = {"r": "range", "l": "list", "h": "hash"}
+
 #: advisory lock keys (two int4): the state store's writers, and a run on an application database
 STORE_LOCK = (0x52544E53, 1)       # 'RTNS'
 RUN_LOCK = (0x52544E52, 1)         # 'RTNR'
-#: first key of a shard's own lock; the second is N * 65536 + I (retention.locks)
-SHARD_LOCK = 0x52544E48            # 'RTNH'
+
+
+def run_lock_key(scope: str) -> tuple[int, int]:
+    """The advisory lock key of a run lock scope: ``run`` is :data:`RUN_LOCK`, others a stable hash."""
+    if scope == "run":
+        return RUN_LOCK
+    return RUN_LOCK[0], zlib.crc32(scope.encode()) & 0x7FFFFFFF
 
 
 @register
@@ -74,6 +103,32 @@ class PostgreSQLImpl(DialectImpl):
                 for name, value in options.items():
                     cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             dbapi_conn.commit()
+
+    # -- the run lock: a session-level advisory lock, its holder named by application_name --
+
+    session_locks = True
+    shows_lock_holder = True
+
+    def try_session_lock(self, conn, scope: str, tag: str) -> bool:
+        conn.execute(sa.text("SELECT set_config('application_name', :v, false)"), {"v": tag[:63]})
+        k1, k2 = run_lock_key(scope)
+        return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k1, :k2)"), {"k1": k1, "k2": k2}).scalar())
+
+    def release_session_lock(self, conn, scope: str) -> None:
+        k1, k2 = run_lock_key(scope)
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k1, :k2)"), {"k1": k1, "k2": k2})
+
+    def session_lock_holder(self, conn, scope: str) -> LockHolder | None:
+        k1, k2 = run_lock_key(scope)
+        row = conn.execute(sa.text(
+            "SELECT a.application_name, a.backend_start, a.pid FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :k1 AND l.objid = :k2 "
+            "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"k1": k1, "k2": k2}).first()
+        if row is None:
+            return None
+        return LockHolder(session=str(row[2]), tag=row[0] or None, since=row[1].isoformat() if row[1] else None)
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         # -infinity, infinity and BC values fall outside these bounds; a timestamptz keeps a day's
@@ -125,6 +180,12 @@ class PostgreSQLImpl(DialectImpl):
             oid = sa.cast(sa.literal(oids[(schema, table)]), postgresql.OID)
             if kind == "DELETE":
                 checks.append(sa.func.has_table_privilege(oid, "DELETE"))
+            elif kind == "OWNER":
+                # DETACH needs the partitioned table's owner, DROP each partition's: the login
+                # (or a role it belongs to) must own the table and every partition below it
+                checks.append(sa.literal_column(
+                    f"(SELECT coalesce(bool_and(pg_has_role(c.relowner, 'USAGE')), false) "
+                    f"FROM pg_partition_tree({oids[(schema, table)]:d}::oid) t JOIN pg_class c ON c.oid = t.relid)"))
             elif kind == "LOCK":
                 # FOR UPDATE needs UPDATE on at least one column of the table
                 checks.append(sa.func.has_any_column_privilege(oid, "UPDATE"))
@@ -154,6 +215,8 @@ class PostgreSQLImpl(DialectImpl):
         for oid, _schema, _name, kind, _is_part, _up in rows:
             if oid not in parent:
                 graph.tables.append(ref[oid])
+                if kind == "p":
+                    graph.partitioned.add(ref[oid])
                 continue
             chain, up = [], parent[oid]
             while True:
@@ -169,6 +232,50 @@ class PostgreSQLImpl(DialectImpl):
             if child in ref and parent_oid in ref:
                 graph.fks.append(RawForeignKey(ref[child], tuple(cols), ref[parent_oid], tuple(pcols), bool(nullable)))
         return graph
+
+    # -- partitions -------------------------------------------------------------
+
+    drops_partitions = True
+
+    def _oid(self, conn, schema: str | None, name: str) -> int | None:
+        return conn.execute(sa.text(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = coalesce(:schema, current_schema()) AND c.relname = :name"),
+            {"schema": schema, "name": name}).scalar()
+
+    def partitions(self, conn, table: sa.Table) -> list[Partition]:
+        root = self._oid(conn, table.schema, table.name)
+        if root is None:
+            return []
+        rows = conn.execute(_PARTITIONS.bindparams(sa.bindparam("root", type_=postgresql.OID)), {"root": root})
+        return [Partition(schema, name, pschema, parent, _STRATEGIES.get(strat, strat), tuple(key), bound, constraint)
+                for schema, name, pschema, parent, strat, key, bound, constraint in rows]
+
+    def _name(self, conn, schema: str | None, name: str) -> str:
+        quote = conn.dialect.identifier_preparer.quote
+        return quote(name) if schema is None else f"{quote(schema)}.{quote(name)}"
+
+    def partition_ddl(self, conn, part: Partition) -> tuple[str, str, str]:
+        parent, name = self._name(conn, part.parent_schema, part.parent), self._name(conn, part.schema, part.name)
+        # EXCLUSIVE on the partition alone while its rows are counted again: no row can be written
+        # to it or locked for a foreign-key check, and the application's plain reads go on; the
+        # partitioned table is locked (ACCESS EXCLUSIVE) only by DETACH itself, for the instant
+        # before COMMIT. Not DETACH ... CONCURRENTLY: that cannot run inside a transaction, and
+        # this one must be able to roll back.
+        return (f"LOCK TABLE {name} IN EXCLUSIVE MODE",
+                f"ALTER TABLE {parent} DETACH PARTITION {name}",
+                f"DROP TABLE {name}")
+
+    def owners(self, conn, tables):
+        out = {}
+        for schema, name in tables:
+            owner = conn.execute(sa.text(
+                "SELECT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = coalesce(:schema, current_schema()) AND c.relname = :name"),
+                {"schema": schema, "name": name}).scalar()
+            if owner is not None:
+                out[(schema, name)] = owner
+        return out
 
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         # one array per column, unnested side by side: as many parameters as columns, and no

@@ -143,8 +143,10 @@ def _cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, cascaded: di
         child, link = _children(plan, here, roots)
         key = cascade_key(step)
         stage("batch.step", conn, plan=plan, table=step.fk.child, action=step.action)
-        if step.action == "delete":
-            cascaded[key] += conn.execute(sa.delete(child).where(link)).rowcount
-        else:
-            cascaded[key] += conn.execute(sa.update(child).where(link)
-                                          .values({c: None for c in step.fk.columns})).rowcount
+        # by the foreign key's values where the engine may not read the table it writes (MySQL)
+        for rows in plan.impl.write_sets(conn, child, link, [child.c[c] for c in step.fk.columns]):
+            if step.action == "delete":
+                cascaded[key] += conn.execute(sa.delete(child).where(rows)).rowcount
+            else:
+                cascaded[key] += conn.execute(sa.update(child).where(rows)
+                                              .values({c: None for c in step.fk.columns})).rowcount

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retention.plan import RulePlan
-from retention.report.model import RuleOutcome
+from retention.report.model import PartitionOutcome, RuleOutcome
 
 
 @dataclass
@@ -40,3 +40,9 @@ class BatchHooks:
 
     def committed(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
         """The batch is committed."""
+
+    def partition_intent(self, plan: RulePlan, partition: PartitionOutcome) -> None:
+        """A whole partition is detached (and dropped); its transaction commits when this returns."""
+
+    def partition_committed(self, plan: RulePlan, partition: PartitionOutcome) -> None:
+        """The partition's transaction is committed."""

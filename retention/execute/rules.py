@@ -16,6 +16,7 @@ from retention.execute.count import count_rule, count_touch
 from retention.execute.errors import describe_error
 from retention.execute.keys import _next_bound, _range
 from retention.execute.options import BatchHooks, ExecOptions
+from retention.execute.partitions import take_partitions
 from retention.execute.show import show_statement
 from retention.plan import RulePlan
 from retention.report.model import Cascade, RuleOutcome
@@ -62,6 +63,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             hooks.counted(plan, out)
         if opts.show_sql:
             out.statements = statements(tx, plan, settings, ctx, opts, limit=out.guard.rows)
+        if opts.dry_run and out.status in ("ok", "incomplete"):
+            take_partitions(tx, plan, ctx, opts, out, hooks or BatchHooks())
         if not opts.dry_run and out.status in ("ok", "incomplete"):
             # from here on the outcome says what was committed, batch by batch, even if a later batch fails
             out.touch, out.batches = 0, 0
@@ -69,7 +72,9 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
                 out.cascades = list(empty_cascades(plan).values())
             # the run does at most what was counted and guarded: rows that become workable
             # meanwhile (a hold released, a row unblocked by this very rule) wait for the next run
-            if out.guard.rows:
+            # whole partitions first (partitions = "drop" | "detach"): their rows count in out.touch
+            take_partitions(tx, plan, ctx, opts, out, hooks or BatchHooks())
+            if out.guard.rows > out.touch:
                 _enforce(tx, plan, settings, ctx, opts, out, limit=out.guard.rows, hooks=hooks or BatchHooks())
             # counted rows not touched, including those the batches could not do (out.not_done)
             out.remaining = out.due - out.protected_total - out.unchanged - out.touch

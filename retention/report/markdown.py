@@ -16,6 +16,7 @@ from retention.report.text import (
     describe_forecast,
     describe_guard,
     describe_not_done,
+    describe_partition,
     exit_summary,
     oldest_date,
     short_sha,
@@ -92,6 +93,8 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
                      [[cell(c.table), cell(c.action), cell(c.via), count(c.rows)]
                       for c in rule.cascades],
                      numeric={3})
+    if rule.partitions:
+        out += ["", "Whole partitions:", ""] + [f"- {cell(describe_partition(p))}" for p in rule.partitions]
     if rule.error:
         out += ["", "Error:", ""] + _block(clean(rule.error))
     if report.show_sql and rule.statements:

@@ -54,6 +54,23 @@ class NotDone:
 
 
 @dataclass
+class PartitionOutcome:
+    """A whole partition of the rule's table, detached (and dropped) instead of deleted row by row.
+
+    ``status`` is ``would drop`` / ``would detach`` (dry run), ``dropped`` /
+    ``detached`` (run; a detached partition is left as a table of that name),
+    or ``kept`` (``reason`` says why: its rows went row by row).  ``rows`` is
+    how many rows it held, all due and none protected; they count in ``touch``.
+    """
+
+    partition: str        # "shop.payments_2020_01"
+    action: str           # drop | detach
+    rows: int
+    status: str
+    reason: str = ""
+
+
+@dataclass
 class Guard:
     state: str = "ok"                 # ok | tripped | allowed (tripped, but --allow-large)
     max_rows: int | None = None
@@ -95,6 +112,8 @@ class RuleOutcome:
     error: str | None = None
     duration_seconds: float = 0.0
     statements: list[str] = field(default_factory=list)
+    #: ``partitions = "drop" | "detach"``: whole partitions taken instead of their rows (part of ``touch``)
+    partitions: list[PartitionOutcome] = field(default_factory=list)
 
     @property
     def protected_total(self) -> int:

@@ -122,6 +122,11 @@ def describe_cascade(c) -> str:
     return f"{c.table}: {c.action} {count(c.rows)}{via}"
 
 
+def describe_partition(p) -> str:
+    """'shop.events_2025_03: dropped (1,200 rows)', with why a partition was kept."""
+    return f"{p.partition}: {p.status} ({count(p.rows)} rows)" + (f"; {clean(p.reason)}" if p.reason else "")
+
+
 def describe_not_done(rule: RuleOutcome) -> str | None:
     """'3: cancelled by the database 2 (...), ...', or None when the rule finished its work."""
     if not rule.not_done:
@@ -256,6 +261,8 @@ def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
         out.append(("protected", text))
     for c in rule.cascades:
         out.append(("cascade", describe_cascade(c)))
+    for p in rule.partitions:
+        out.append(("partition", describe_partition(p)))
     if (text := describe_not_done(rule)):
         out.append(("not done", text))
     if rule.unreadable_clocks:
