@@ -227,7 +227,7 @@ def test_json_round_trips_with_documented_keys():
                                     "via": "reviews.order_id -> orders", "rows": 17}
     assert first["oldest_clock"] == "2019-03-14T08:30:00+00:00"
     assert doc["rules"][1]["guard"] == {"state": "tripped", "max_rows": None, "max_fraction": 0.9,
-                                        "table_rows": 100000, "rows": 95000}
+                                        "table_rows": 100000, "rows": 95000, "rule_rows": None}
 
 
 def test_json_is_stable_and_masks_credentials():
