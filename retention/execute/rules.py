@@ -58,7 +58,10 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
             whole = None if plan.whole is None else count_touch(conn, plan.whole, opts)
-        guard_state(out, plan, opts.allow_large, whole)
+        if whole is None:
+            guard_state(out, plan, opts.allow_large)
+        else:
+            guard_state(out, plan, opts.allow_large, whole)
         if hooks is not None:
             hooks.counted(plan, out)
         if opts.show_sql:
