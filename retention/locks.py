@@ -193,7 +193,8 @@ class RunLock:
         conn = self._sessions[-1][1]
         others = ["run"] if self.sharding.shard is not None else []
         with self.store.reading() as r:
-            rows = r.execute(sa.select(L.c.name).where(L.c.name.startswith(base + "#shard ", autoescape=True))).all()
+            # a handful of rows: filtered here, no LIKE pattern to escape a database path for
+            rows = [row for row in r.execute(sa.select(L.c.name)).all() if row[0].startswith(base + "#shard ")]
         for (lease,) in rows:
             scope = LockScope.from_name(lease[len(base) + 1:])
             if scope is not None and scope.shard is not None and scope != self.sharding \
@@ -250,8 +251,8 @@ class RunLock:
             if self.sharding is None:
                 rows = conn.execute(sa.select(L).where(L.c.name == ident)).all()
             else:   # every whole or shard lease on this database: the writer lock makes look and insert one step
-                rows = conn.execute(sa.select(L).where(sa.or_(
-                    L.c.name == base, L.c.name.startswith(base + "#shard ", autoescape=True)))).all()
+                rows = [row for row in conn.execute(sa.select(L)).all()
+                        if row.name == base or row.name.startswith(base + "#shard ")]
             for row in rows:
                 if row.name != ident:
                     scope = LockScope.from_name(row.name[len(base) + 1:] if row.name != base else "run")
