@@ -212,7 +212,7 @@ def runs(entries: list[Entry]) -> list[dict]:
                                       "open_batch": None})
         if e.kind == "run-started":
             r["mode"], r["started_at"] = e.body.get("mode"), e.at
-            r.update({k: e.body.get(k) for k in ("user", "host", "policy_sha256")})
+            r.update({k: e.body.get(k) for k in ("user", "host", "policy_sha256", "shard")})
         elif e.kind == "batch-intent":
             r["open_batch"] = e.body.get("batch")
         elif e.kind == "batch-committed":
@@ -248,6 +248,9 @@ class AuditTrail:
             handler(event)
 
     def _append(self, run: Run, kind: str, body: dict, run_id: str | None = None) -> None:
+        if getattr(run, "shard", None) is not None:
+            # concurrent shards interleave in the one chain: every entry says whose it is
+            body = {**body, "shard": str(run.shard)}
         entry = self.log.append(run_id or run.run_id, kind, body)
         if run.report is not None:
             run.report.audit_seq, run.report.audit_head = entry.seq, entry.hash

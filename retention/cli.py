@@ -160,22 +160,26 @@ def plan(opts, fmt, out, show_sql, simulate, allow_large) -> None:
 @click.option("--workers", "workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Run each rule's batches on this many connections at once, over disjoint key ranges "
                    "(PostgreSQL, MariaDB/MySQL; SQLite writes one batch at a time and runs with 1).")
+@click.option("--shard", "shard", default=None, metavar="I/N",
+              help="Do shard I of N (I from 0): every rule on its 1/N of the keys, so N runs together do "
+                   "one run's work; requests and notifications are shard 0's. On a Kubernetes Indexed Job: "
+                   "--shard $(JOB_COMPLETION_INDEX)/N.")
 @report_options
 @global_options
 def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, workers, fmt, out, show_sql, simulate,
-        allow_large) -> None:
+        allow_large, shard) -> None:
     """Enforce the policy (or report, with --dry-run)."""
     started = time.monotonic()
     publish = functools.partial(metrics.publish, metrics_file=metrics_file, pushgateway=pushgateway)
     try:
         report = commands.run(opts["config"], dry_run=dry_run, only=opts["only"], now=opts["now"],
                               allow_large=allow_large, show_sql=show_sql, simulate=simulate,
-                              plan_file=plan_file, max_drift=max_drift, workers=workers)
+                              plan_file=plan_file, max_drift=max_drift, workers=workers, shard=shard)
     except RetentionError as e:
         if metrics_file or pushgateway:   # a run that never got going is a failure monitoring must see
             mode = "simulation" if simulate else "dry-run" if dry_run else "run"
             _publish_quietly(publish, metrics.from_failure(opts["config"], mode, e.exit_code,
-                                                           time.monotonic() - started))
+                                                           time.monotonic() - started, shard=shard))
         raise
     _emit(render(report, _format(fmt, out)), out)
     code = report.exit_code
@@ -277,7 +281,8 @@ def audit_show(opts, run_id, since, fmt) -> None:
         click.echo(json.dumps({"runs": runs(entries), "entries": [e.to_dict() for e in entries]}, indent=2))
         return
     for r in runs(entries):
-        click.echo(f"run {r['run_id']}  {r['mode'] or '?'}  started {r['started_at'] or '?'}  "
+        click.echo(f"run {r['run_id']}  {r['mode'] or '?'}"
+                   + (f"  shard {r['shard']}" if r.get("shard") else "") + f"  started {r['started_at'] or '?'}  "
                    f"ended {r['ended_at'] or '-'}  outcome {r['outcome']}  by {r.get('user') or '?'}@"
                    f"{r.get('host') or '?'}  batches {r['batches']}"
                    + (f"  (batch {r['open_batch']} intended, outcome not recorded)" if r["open_batch"] else ""))

@@ -304,7 +304,7 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
         now: datetime | None = None, allow_large: bool = False, show_sql: bool = False,
         env: Mapping[str, str] | None = None, force_python: bool = False,
         simulate: bool = False, plan_file: str | None = None, max_drift: str | None = None,
-        workers: int = 1) -> Report:
+        workers: int = 1, shard: str | None = None) -> Report:
     """Enforce the policy (or, with ``dry_run``, report what enforcing would do).
 
     A failing rule does not stop the others; the report says which failed and
@@ -324,9 +324,17 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
     ``now`` and rules, at most the rows it counted per rule, ``max_drift``
     (rows, or "P%") more at most before a rule is refused.  ``workers`` runs
     each rule's batches on that many connections at once where the engine can.
+
+    ``shard`` ("I/N") does shard I of N of the run (:mod:`retention.shards`):
+    every rule on its slice of the keys; N such runs together do one run.
     """
     from retention.planfile import load
     from retention.runtime import Run, mode_for
+    from retention.shards import parse_shard
+    sharded = parse_shard(shard) if shard is not None else None
+    if sharded is not None and plan_file:
+        raise ConfigError("a reviewed plan is applied by one run: --plan cannot be combined with --shard",
+                          where="--shard")
     reviewed = None
     if plan_file:
         reviewed = load(plan_file, max_drift)
@@ -340,7 +348,7 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
         raise ConfigError("--max-drift only applies with --plan", where="--max-drift")
     mode = mode_for(dry_run=dry_run, simulate=simulate, reviewed=reviewed)
     return Run(config_path, mode, only=only, now=now, allow_large=allow_large, show_sql=show_sql, env=env,
-               force_python=force_python, workers=workers).execute()
+               force_python=force_python, workers=workers, shard=sharded).execute()
 
 
 def overlaps(plan: RulePlan, plans: list[RulePlan]) -> list[str]:

@@ -19,6 +19,16 @@ at once; one from another host once it has expired.  Either way the next run
 records the previous one as abandoned in the audit log.
 
 ``plan`` and dry runs take no lock; runs and simulations do.
+
+A shard of a sharded run (:mod:`retention.shards`) locks the scope
+``shard I/N`` (:class:`LockScope`), and more: it excludes a whole run and
+shards of another N too, and a whole run excludes every shard.  Locks held
+by a session are exclusive only, so the shards are found through their
+records in the state store: a shard writes its record, then makes sure no
+whole run holds ``run``; a whole run takes ``run``, then tries each
+recorded shard's lock (taken: that shard is gone).  Whichever comes second
+sees the first.  Leases (SQLite) are checked against each other under the
+state store's writer lock.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from retention.dialects import impl_for
 from retention.dialects.base import DialectImpl, LockHolder
 from retention.errors import LockHeld
+from retention.shards import Shard
 from retention.state import StateStore
 from retention.state.tables import leases as L
 from retention.timectx import utcnow
@@ -55,6 +66,41 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass(frozen=True)
+class LockScope:
+    """What a run locks: the whole run (``shard`` None) or shard I of N."""
+
+    shard: Shard | None = None
+
+    @classmethod
+    def of(cls, shard: Shard | None) -> "LockScope":
+        return cls(shard)
+
+    @property
+    def name(self) -> str:
+        """The scope's lock name: ``run``, or ``shard I/N``."""
+        return "run" if self.shard is None else f"shard {self.shard}"
+
+    @classmethod
+    def from_name(cls, name: str) -> "LockScope | None":
+        """The scope a lock name stands for (None: another kind of scope)."""
+        if name == "run":
+            return cls()
+        if not name.startswith("shard "):
+            return None
+        index, _, count = name[len("shard "):].partition("/")
+        try:
+            return cls(Shard(int(index), int(count)))
+        except ValueError:
+            return None
+
+    def excludes(self, other: "LockScope") -> bool:
+        """Whether the two cannot run at once: only shards of one N with different indexes can."""
+        if self.shard is None or other.shard is None:
+            return True
+        return self.shard.count != other.shard.count or self.shard.index == other.shard.index
 
 
 @dataclass(frozen=True)
@@ -80,11 +126,14 @@ def _identity(engine: Engine) -> str:
 class RunLock:
     """The locks of one run on its application databases; ``acquire`` raises LockHeld (exit 4)."""
 
-    def __init__(self, store: StateStore, engines: dict[str, Engine], run_id: str, scope: str = "run") -> None:
+    def __init__(self, store: StateStore, engines: dict[str, Engine], run_id: str,
+                 scope: "str | LockScope" = "run") -> None:
         self.store = store
         self.engines = engines
         self.run_id = run_id
-        self.scope = scope
+        # a LockScope (whole run or shard) also excludes the scopes it conflicts with; a plain name only itself
+        self.sharding = scope if isinstance(scope, LockScope) else LockScope.from_name(scope)
+        self.scope = scope.name if isinstance(scope, LockScope) else scope
         self.host = hostname()
         self.pid = os.getpid()
         self.abandoned: list[tuple[str, str]] = []      # (run id, why) of stale leases taken over
@@ -104,8 +153,10 @@ class RunLock:
                 impl = impl_for(engine)
                 if impl.session_locks:
                     self._session_lock(name, engine, impl, ident)
+                    if self.sharding is not None:
+                        self._shards_apart(name, impl, _identity(engine))
                 else:
-                    self._lease(name, ident)
+                    self._lease(name, ident, _identity(engine))
         except BaseException:
             self.release()
             raise
@@ -130,10 +181,35 @@ class RunLock:
         if not got:
             conn.close()
             raise LockHeld(f"another run holds the lock on database '{name}': {holder}; nothing was touched")
-        record = None if impl.shows_lock_holder else ident
+        # a shard is found by its record even where the engine names a holder itself
+        sharded = self.sharding is not None and self.sharding.shard is not None
+        record = None if impl.shows_lock_holder and not sharded else ident
         self._sessions.append((impl, conn, record))
         if record is not None:
             self._record(record)
+
+    def _shards_apart(self, name: str, impl: DialectImpl, base: str) -> None:
+        """Session locks: keep this run apart from the scopes it excludes besides its own (see the module)."""
+        conn = self._sessions[-1][1]
+        others = ["run"] if self.sharding.shard is not None else []
+        with self.store.reading() as r:
+            # a handful of rows: filtered here, no LIKE pattern to escape a database path for
+            rows = [row for row in r.execute(sa.select(L.c.name)).all() if row[0].startswith(base + "#shard ")]
+        for (lease,) in rows:
+            scope = LockScope.from_name(lease[len(base) + 1:])
+            if scope is not None and scope.shard is not None and scope != self.sharding \
+                    and self.sharding.excludes(scope):
+                others.append(scope.name)
+        for other in others:
+            # free: nobody holds it (a record left behind is a killed shard's); held: barred
+            if impl.try_session_lock(conn, other, f"retention run={self.run_id} pid={self.pid} host={self.host}"):
+                impl.release_session_lock(conn, other)
+                conn.commit()
+                continue
+            holder = self._describe(impl.session_lock_holder(conn, other), base + ("" if other == "run" else f"#{other}"))
+            conn.rollback()
+            raise LockHeld(f"another run holds the lock on database '{name}' ({other}, which {self.scope} "
+                           f"cannot run beside): {holder}; nothing was touched")
 
     def _describe(self, holder: LockHolder | None, ident: str) -> str:
         if holder is None:
@@ -169,17 +245,26 @@ class RunLock:
 
     # -- leases (SQLite) -----------------------------------------------------------------
 
-    def _lease(self, name: str, ident: str) -> None:
+    def _lease(self, name: str, ident: str, base: str) -> None:
         now = utcnow()
         with self.store.writing() as conn:
-            row = conn.execute(sa.select(L).where(L.c.name == ident)).first()
-            if row is not None:
+            if self.sharding is None:
+                rows = conn.execute(sa.select(L).where(L.c.name == ident)).all()
+            else:   # every whole or shard lease on this database: the writer lock makes look and insert one step
+                rows = [row for row in conn.execute(sa.select(L)).all()
+                        if row.name == base or row.name.startswith(base + "#shard ")]
+            for row in rows:
+                if row.name != ident:
+                    scope = LockScope.from_name(row.name[len(base) + 1:] if row.name != base else "run")
+                    if scope is None or not self.sharding.excludes(scope):
+                        continue
                 holder = Holder(row.run_id, row.host, row.pid, row.acquired_at)
                 stale = self._stale(row, now)
                 if stale is None:
-                    raise LockHeld(f"another run holds the lock on database '{name}': {holder.describe()}; "
+                    which = "" if row.name == base else f" ({row.name[len(base) + 1:]})"
+                    raise LockHeld(f"another run holds the lock on database '{name}'{which}: {holder.describe()}; "
                                    f"nothing was touched")
-                conn.execute(L.delete().where(L.c.name == ident, L.c.run_id == row.run_id))
+                conn.execute(L.delete().where(L.c.name == row.name, L.c.run_id == row.run_id))
                 self.abandoned.append((row.run_id, stale))
             conn.execute(L.insert().values(name=ident, run_id=self.run_id, host=self.host, pid=self.pid,
                                            acquired_at=now.isoformat(),

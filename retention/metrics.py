@@ -12,7 +12,9 @@ ends.  Two ways are offered:
   never replaces the numbers of the enforcing job.
 
 Every metric carries the ``policy`` and ``mode`` labels (two policies on one
-host write two files without colliding series).  Per-rule metrics add ``rule``;
+host write two files without colliding series), and a shard of a sharded run
+adds ``shard`` (``I/N``), so N shards never overwrite each other's series or
+Pushgateway group.  Per-rule metrics add ``rule``;
 labels hold rule, hold and floor names, actions and table names only, never a
 row value or key.
 
@@ -68,6 +70,8 @@ class RunMetrics:
     duration_seconds: float
     finished_at: float                       # Unix time the run ended (the last success, when it succeeded)
     report: Report | None = None
+    #: "I/N" for a shard of a sharded run: a third label and grouping key, so N shards never overwrite each other
+    shard: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -79,13 +83,14 @@ def from_report(report: Report, duration_seconds: float) -> RunMetrics:
     finished = report.finished_at.timestamp() if report.finished_at else time.time()
     return RunMetrics(policy=policy_name(report.config_path), mode=report.to_dict()["mode"],
                       exit_code=report.exit_code, duration_seconds=duration_seconds,
-                      finished_at=finished, report=report)
+                      finished_at=finished, report=report, shard=report.shard)
 
 
-def from_failure(config_path: str | None, mode: str, exit_code: int, duration_seconds: float) -> RunMetrics:
+def from_failure(config_path: str | None, mode: str, exit_code: int, duration_seconds: float,
+                 shard: str | None = None) -> RunMetrics:
     """The metrics of a run that stopped before it had a report (the error's exit code)."""
     return RunMetrics(policy=policy_name(config_path), mode=mode, exit_code=exit_code,
-                      duration_seconds=duration_seconds, finished_at=time.time())
+                      duration_seconds=duration_seconds, finished_at=time.time(), shard=shard)
 
 
 def policy_name(config_path: str | None) -> str:
@@ -102,8 +107,8 @@ class _Collector:
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         m = self.m
-        base = ["policy", "mode"]
-        bv = [m.policy, m.mode]
+        base = ["policy", "mode"] + (["shard"] if m.shard else [])
+        bv = [m.policy, m.mode] + ([m.shard] if m.shard else [])
 
         def gauge(name: str, doc: str, labels: list[str] | None = None):
             return GaugeMetricFamily(name, doc, labels=base + (labels or []))
@@ -178,7 +183,7 @@ def previous_last_success(path: Path, m: RunMetrics) -> float | None:
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 if (s.name == LAST_SUCCESS and s.labels.get("policy") == m.policy
-                        and s.labels.get("mode") == m.mode):
+                        and s.labels.get("mode") == m.mode and s.labels.get("shard") == m.shard):
                     return s.value
     except ValueError:     # a damaged file: start afresh rather than fail the run's monitoring
         return None
@@ -215,8 +220,8 @@ def write_textfile(path: str | os.PathLike, m: RunMetrics) -> None:
 
 
 def grouping_key(m: RunMetrics) -> dict[str, str]:
-    """The Pushgateway group of a run: one per policy and mode."""
-    return {"policy": m.policy, "mode": m.mode}
+    """The Pushgateway group of a run: one per policy and mode (and shard, in a sharded run)."""
+    return {"policy": m.policy, "mode": m.mode, **({"shard": m.shard} if m.shard else {})}
 
 
 def push(url: str, m: RunMetrics, *, timeout: float = 10.0) -> None:

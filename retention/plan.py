@@ -108,6 +108,9 @@ class RulePlan:
     any_protector: sa.ColumnElement | None = None
     #: the instant the clock is compared with (``now - after``), or Beyond past an end of the calendar
     cutoff: Cutoff | None = None
+    #: a sharded run's slice of a rule is a plan of its own (retention.shards); this is the whole rule's,
+    #: whose count the guard checks, so a guard trips in every shard exactly when it would in one run
+    whole: "RulePlan | None" = None
     #: ``[tables.*] partitions`` of the rule's table: "detach" or "drop" whole due partitions first
     partitions: str = "delete"
 

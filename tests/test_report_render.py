@@ -214,7 +214,7 @@ def test_json_round_trips_with_documented_keys():
     doc = json.loads(render_json(make_report()))
     assert list(doc) == ["schema_version", "run_id", "mode", "dry_run", "simulated", "now", "started_at", "finished_at",
                          "config", "rules", "totals", "interrupted", "skipped", "errors", "audit", "exit_code",
-                         "plan", "requests"]
+                         "plan", "requests", "shard"]
     assert doc["schema_version"] == 1 and doc["mode"] == "dry-run" and doc["exit_code"] == 1
     assert datetime.fromisoformat(doc["now"]) == NOW
     assert doc["config"] == {"path": "policies.toml", "sha256": "3f9a0c1d2e4b5a69788796a5b4e3d2c1f0"}
@@ -227,7 +227,7 @@ def test_json_round_trips_with_documented_keys():
                                     "via": "reviews.order_id -> orders", "rows": 17}
     assert first["oldest_clock"] == "2019-03-14T08:30:00+00:00"
     assert doc["rules"][1]["guard"] == {"state": "tripped", "max_rows": None, "max_fraction": 0.9,
-                                        "table_rows": 100000, "rows": 95000}
+                                        "table_rows": 100000, "rows": 95000, "rule_rows": None}
 
 
 def test_json_is_stable_and_masks_credentials():

@@ -15,6 +15,9 @@ from retention.durations import Duration
 
 _REGISTRY: dict[str, type["DialectImpl"]] = {}
 
+#: joins a composite key's columns before hashing (DialectImpl.stable_hash)
+KEY_SEPARATOR = "\x1f"
+
 
 def register(cls: type["DialectImpl"]) -> type["DialectImpl"]:
     _REGISTRY[cls.name] = cls
@@ -170,6 +173,14 @@ class DialectImpl:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)
 
+    def stable_hash(self, texts: list) -> ColumnElement | None:
+        """A non-negative integer from the key's text columns, the same on every call (sharded runs).
+
+        The first 32 bits of the MD5 of the texts joined by a unit separator
+        (``\\x1f``), so it does not change with the server's version or
+        settings; None where the engine cannot compute it.
+        """
+        return None
     def write_sets(self, conn: Connection, table: sa.Table, where: ColumnElement,
                    by: list) -> list[ColumnElement]:
         """The predicates an UPDATE or DELETE of ``table`` names the rows matching ``where`` by.
@@ -201,6 +212,9 @@ class DialectImpl:
         having taken the database's write lock (SQLite's ``BEGIN IMMEDIATE``).
         """
 
+    def end_serialized(self, conn: Connection) -> None:
+        """The writer's transaction has ended: give back what ``serialize_writers`` took beyond it."""
+
     def in_transaction(self, conn: Connection) -> bool:
         """Whether the database still has ``conn``'s transaction open (it may end one on its own).
 
@@ -225,11 +239,26 @@ class DialectImpl:
     #: (a child committed under a row being deleted), a serialization failure, a deadlock
     retry_sqlstates: ClassVar[frozenset[str]] = frozenset({"23503", "40001", "40P01"})
 
+    #: the same, for drivers that give an error number instead of a SQLSTATE
+    retry_errnos: ClassVar[frozenset[int]] = frozenset()
+
     def retryable(self, error: Exception) -> bool:
-        """Whether a batch that failed with ``error`` may succeed when tried again."""
-        orig = getattr(error, "orig", None) or error
-        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        return code is not None and str(code).upper() in self.retry_sqlstates
+        """Whether a batch that failed with ``error`` may succeed when tried again.
+
+        The error a savepoint's rollback raised may stand in front of the one that
+        ended the whole transaction (a deadlock on MySQL): the chain is looked through.
+        """
+        seen = 0
+        while error is not None and seen < 5:
+            orig = getattr(error, "orig", None) or error
+            code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+            if code is not None and str(code).upper() in self.retry_sqlstates:
+                return True
+            args = getattr(orig, "args", ())
+            if args and isinstance(args[0], int) and args[0] in self.retry_errnos:
+                return True
+            error, seen = error.__context__, seen + 1
+        return False
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         """A predicate true where a temporal ``col`` holds a value Python can represent, or None

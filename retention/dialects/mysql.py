@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DialectImpl, LockHolder, duration_ms, register
+from retention.dialects.base import KEY_SEPARATOR, DialectImpl, LockHolder, duration_ms, register
 
 #: names under which the server keeps its own tables, never an application's
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -32,6 +32,8 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Un
                         "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "Etc/Greenwich"})
 
 _UNKNOWN_TIME_ZONE = 1298      # ER_UNKNOWN_TIME_ZONE
+#: seconds a state store writer waits for another (its appends and lease updates are short)
+STORE_LOCK_WAIT = 60
 _UNSUPPORTED_SERVER = 2054    # CR_SERVER_HANDSHAKE_ERR: the client cannot work with this server
 _CLIENT_FOUND_ROWS = 2         # the protocol's capability flag, the same for every driver
 
@@ -174,6 +176,8 @@ class MySQLImpl(DialectImpl):
     #: MySQL refuses an UPDATE/DELETE whose subquery reads the table it writes
     #: (error 1093): batches lock and read their keys first, then write by key
     writes_may_read_their_table: ClassVar[bool] = False
+    #: a deadlock (1213, which ends the whole transaction), a child committed under a row being deleted (1451)
+    retry_errnos: ClassVar[frozenset[int]] = frozenset({1213, 1451})
 
     def prepare_engine(self, engine: Engine, settings=None) -> None:
         _JOB_ENGINES.add(engine)
@@ -289,6 +293,30 @@ class MySQLImpl(DialectImpl):
             return found
 
     # -- strategy building blocks ----------------------------------------------
+
+    # The state store's writers (the audit chain's appends, the leases, the first migration): a
+    # named lock, since InnoDB has no transaction-scoped advisory lock and READ COMMITTED takes no
+    # gap lock that would keep two appends from reading the same head.  The name is server-wide,
+    # so it carries the store's database; GET_LOCK is the session's, released once the transaction ends.
+    _WRITER_LOCK = "CONCAT('retention-state:', MD5(DATABASE()))"
+
+    def serialize_writers(self, conn) -> None:
+        got = conn.execute(sa.text(f"SELECT GET_LOCK({self._WRITER_LOCK}, :wait)"),
+                           {"wait": STORE_LOCK_WAIT}).scalar()
+        if got != 1:
+            raise sa.exc.OperationalError("GET_LOCK", {}, TimeoutError(
+                f"another writer held the state store's lock for {STORE_LOCK_WAIT} s"))
+
+    def end_serialized(self, conn) -> None:
+        try:
+            conn.execute(sa.text(f"SELECT RELEASE_LOCK({self._WRITER_LOCK})"))
+            conn.rollback()
+        except sa.exc.SQLAlchemyError:
+            pass        # a broken session has lost the lock with it
+
+    def stable_hash(self, texts: list) -> ColumnElement | None:
+        joined = texts[0] if len(texts) == 1 else sa.func.concat_ws(sa.literal(KEY_SEPARATOR), *texts)
+        return sa.cast(sa.func.conv(sa.func.substring(sa.func.md5(joined), 1, 8), 16, 10), sa.BigInteger)
 
     def text_length(self, col: ColumnElement) -> ColumnElement:
         # LENGTH() counts bytes here

@@ -9,12 +9,12 @@ from typing import ClassVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, BIT
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import (CatalogGraph, DialectImpl, LockHolder, Partition, RawForeignKey, duration_ms,
-                                     register)
+from retention.dialects.base import (KEY_SEPARATOR, CatalogGraph, DialectImpl, LockHolder, Partition, RawForeignKey,
+                                     duration_ms, register)
 
 # Tables (ordinary and partitioned) outside the system schemas, with the
 # partitioned table each partition belongs to.
@@ -149,6 +149,11 @@ class PostgreSQLImpl(DialectImpl):
         else:
             return None
         return sa.and_(col >= sa.cast(sa.literal(low), col_type), col <= sa.cast(sa.literal(high), col_type))
+
+    def stable_hash(self, texts: list) -> ColumnElement | None:
+        joined = texts[0] if len(texts) == 1 else sa.func.concat_ws(sa.literal(KEY_SEPARATOR), *texts)
+        hex8 = sa.func.substr(sa.func.md5(joined), 1, 8)
+        return sa.cast(sa.cast(sa.literal("x", sa.String) + hex8, BIT(32)), sa.BigInteger)
 
     def serialize_writers(self, conn) -> None:
         # a transaction-scoped advisory lock: released by COMMIT, ROLLBACK or a dead session

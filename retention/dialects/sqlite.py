@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import weakref
 from datetime import date, datetime
@@ -12,7 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import CatalogGraph, DialectImpl, RawForeignKey, duration_ms, register
+from retention.dialects.base import (KEY_SEPARATOR, CatalogGraph, DialectImpl, RawForeignKey, duration_ms,
+                                     register)
 
 
 _BEGIN_MODE = "retention_begin"
@@ -278,15 +280,29 @@ class SQLiteImpl(DialectImpl):
             (sa.func.length(text) == 19, text.concat(".000000")),
             else_=sa.func.substr(text.concat("000000"), 1, 26)), sa.String)
 
+    def stable_hash(self, texts: list) -> ColumnElement | None:
+        # SQLite has no MD5: the function is the job's own, registered on each connection
+        return sa.func.retention_key_hash(*texts, type_=sa.BigInteger)
+
     def prepare_engine(self, engine, settings=None) -> None:
         enable_foreign_keys(engine)
         _JOB_ENGINES.add(engine)
+
+        @event.listens_for(engine, "connect")
+        def _key_hash(dbapi_conn, _record):  # pragma: no cover - trivial
+            dbapi_conn.create_function("retention_key_hash", -1, key_hash, deterministic=True)
         if settings is not None:
             busy_ms = int(duration_ms(settings.lock_timeout))
 
             @event.listens_for(engine, "connect")
             def _busy(dbapi_conn, _record):  # pragma: no cover - trivial
                 dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+
+def key_hash(*texts) -> int:
+    """The first 32 bits of the MD5 of ``texts`` joined by the unit separator, as PostgreSQL and MySQL compute it."""
+    joined = KEY_SEPARATOR.join("" if t is None else str(t) for t in texts)
+    return int(hashlib.md5(joined.encode("utf-8")).hexdigest()[:8], 16)
 
 
 def enable_foreign_keys(engine) -> None:

@@ -14,7 +14,7 @@ from retention.config import Settings
 from retention.errors import RetentionError
 from retention.execute.batch import NOT_DONE, _batch, _candidates, _locks_parents, _tally
 from retention.execute.cascade import empty_cascades
-from retention.execute.count import count_rule
+from retention.execute.count import count_rule, count_touch
 from retention.execute.errors import describe_error
 from retention.execute.keys import KeyWalk, _key_value, _next_bound, _range, stepped
 from retention.execute.options import BatchHooks, ExecOptions
@@ -29,16 +29,20 @@ from retention.transactions import EnoughRecorded, Recording, Transactions
 log = structlog.get_logger("retention.execute")
 
 
-def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool) -> None:
+def guard_state(out: RuleOutcome, plan: RulePlan, allow_large: bool, whole: int | None = None) -> None:
     """Trip the guard when the rule would touch more than ``max_rows`` or ``max_fraction``.
 
     A tripped rule touches nothing, in a dry run as in a run, so both report 0
-    touched and ``guard.rows`` says how many it would have touched.
+    touched and ``guard.rows`` says how many it would have touched.  A shard
+    passes ``whole``, what the whole rule would touch: the limits are checked
+    against that, so every shard decides as one run would.
     """
     out.guard.rows = out.touch
+    counted = out.touch if whole is None else whole
+    out.guard.rule_rows = whole
     limit_rows = plan.max_rows
-    over = limit_rows is not None and out.touch > limit_rows
-    if out.guard.table_rows and out.touch > plan.max_fraction * out.guard.table_rows:
+    over = limit_rows is not None and counted > limit_rows
+    if out.guard.table_rows and counted > plan.max_fraction * out.guard.table_rows:
         over = True
     if over:
         out.guard.state = "allowed" if allow_large else "tripped"
@@ -56,7 +60,11 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
     try:
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
-        guard_state(out, plan, opts.allow_large)
+            whole = None if plan.whole is None else count_touch(conn, plan.whole, opts)
+        if whole is None:
+            guard_state(out, plan, opts.allow_large)
+        else:
+            guard_state(out, plan, opts.allow_large, whole)
         if hooks is not None:
             hooks.counted(plan, out)
         if opts.show_sql:

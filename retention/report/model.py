@@ -77,6 +77,8 @@ class Guard:
     max_fraction: float | None = None
     table_rows: int = 0
     rows: int = 0                     # rows the rule would touch, which the limits were checked against
+    #: a shard: what the whole rule would touch, which the limits were checked against instead (rows is the shard's)
+    rule_rows: int | None = None
 
 
 @dataclass
@@ -176,6 +178,8 @@ class Report:
     ledger: list[dict] = field(default_factory=list)
     #: a run's delivery round to the recipients (retention.recipients.Delivery.to_dict)
     notifications: dict | None = None
+    #: ``"I/N"`` for shard I of N of a sharded run (retention.shards), None for a whole run
+    shard: str | None = None
 
     def requests_summary(self) -> dict:
         """Counts over ``requests``: open, overdue, due within 3 days, done and partial."""
@@ -232,4 +236,5 @@ class Report:
             "plan": self.plan,
             "requests": {**self.requests_summary(), "items": list(self.requests), "ledger": list(self.ledger),
                          "notifications": self.notifications},
+            "shard": self.shard,
         }

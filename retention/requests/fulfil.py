@@ -102,6 +102,9 @@ def fulfil(run, store, report) -> None:
     commits = executes and run.mode.commits
     # a reviewed plan (run --plan) fulfils exactly the requests it lists
     reviewed = getattr(run.mode, "reviewed", None)
+    # a sharded run's requests and outbox are shard 0's: done once, never by two shards at once
+    shard = getattr(run, "shard", None)
+    elsewhere = shard is not None and not shard.runs_requests
     for req in cfg.model.requests:
         db = cfg.model.subjects[req.subject].table.split(".", 1)[0]
         if db not in s.engines:
@@ -121,6 +124,9 @@ def fulfil(run, store, report) -> None:
                 continue
             if run.only:
                 item["skipped"] = [SKIPPED_ONLY]
+                continue
+            if elsewhere:
+                item["skipped"] = [SKIPPED_SHARD]
                 continue
             planned = None
             if reviewed is not None:
@@ -143,10 +149,10 @@ def fulfil(run, store, report) -> None:
                 from retention.execute import describe_error
                 item["error"] = describe_error(e) if isinstance(e, SQLAlchemyError) else str(e)
                 report.errors.append(f"request {row.ref}: {item['error']} (rolled back; tried again next run)")
-    if commits:
+    if commits and not elsewhere:
         from retention.recipients import deliver
         report.notifications = deliver(store, cfg, now).to_dict()
-    elif executes and cfg.model.recipients:
+    elif executes and cfg.model.recipients and not elsewhere:
         from retention.recipients import outbox
         would = sum(1 for r in report.requests if r["erased"] or r["status"] == "done") * len(cfg.model.recipients)
         report.notifications = {"delivered": 0, "failed": 0, "pending": len(outbox(store)), "errors": [],
@@ -156,6 +162,10 @@ def fulfil(run, store, report) -> None:
 #: why a run limited by --only fulfils no request
 SKIPPED_ONLY = ("this run was limited to some rules (--only): requests are fulfilled by a run without --only, "
                 "or by a reviewed plan that lists them")
+
+
+#: why shard 1 and above of a sharded run fulfil no request
+SKIPPED_SHARD = "a sharded run fulfils requests in shard 0 only (with the recipients' outbox)"
 
 
 def _not_as_planned(planned: dict | None, item: dict) -> str | None:

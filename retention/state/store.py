@@ -144,6 +144,7 @@ class StateStore:
                     yield conn
             finally:
                 self.impl.clear_hints(conn)
+                self.impl.end_serialized(conn)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
