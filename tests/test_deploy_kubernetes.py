@@ -32,7 +32,7 @@ from tests.shopkit import LOGS_PURGE
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "deploy" / "kubernetes"
-BUILDS = ["base", "overlays/dry-run-report", "overlays/sharded"]
+BUILDS = ["base", "overlays/dry-run-report", "overlays/sharded", "overlays/backups-rotate"]
 SECRET_MOUNT = "/var/run/secrets/retention"
 K8S_VERSION = "1.30.0"      # the oldest release the manifests support (CronJob timeZone, podFailurePolicy GA)
 
