@@ -120,3 +120,28 @@ def test_delete_and_anonymize_a_range_partitioned_table(shop):
     again = shop.run(policy, now=NOW)
     assert [o.touch for o in again.rules] == [0, 0]
     assert _events(shop) == events
+
+
+def test_a_batch_range_over_a_composite_key_is_an_index_range(shop):
+    # MySQL and MariaDB scan the whole table for a row-value comparison, (id, t) > (5, '...'):
+    # every batch of a composite key did, and batches shrank to one row under the time target
+    from types import SimpleNamespace
+
+    from retention.dialects import impl_for
+    from retention.execute.keys import _range
+
+    with shop.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO events (id, happened_at, user_id, kind, ip) SELECT seq, "
+                             "'2024-03-01' + INTERVAL seq MINUTE, 2, 'page', NULL FROM seq_100_to_5000")
+        conn.exec_driver_sql("ANALYZE TABLE events")
+    events = sa.Table("events", sa.MetaData(), autoload_with=shop.engine)
+    plan = SimpleNamespace(composite=True, pk_columns=tuple(events.primary_key.columns),
+                           pk=sa.tuple_(*events.primary_key.columns), impl=impl_for(shop.engine))
+    lo, hi = (2000, datetime(2024, 3, 2, 9, 20)), (2100, datetime(2024, 3, 2, 11, 0))
+    query = sa.select(events.c.id).where(_range(plan, lo, hi))
+    with shop.engine.connect() as conn:
+        ids = sorted(conn.execute(query).scalars())
+        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        explained = conn.exec_driver_sql("EXPLAIN " + sql).mappings().all()
+    assert ids == list(range(2001, 2101))
+    assert [(e["type"], e["key"]) for e in explained] == [("range", "PRIMARY")]

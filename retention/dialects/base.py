@@ -169,6 +169,11 @@ class DialectImpl:
         """The role owning each table (engines whose privileges know owners)."""
         return {}
 
+    def row_compare(self, columns: list, op: str, values: list) -> ColumnElement:
+        """``(a, b) > (1, 2)`` (``op`` one of ``>``, ``<=``): how a batch's range bounds a composite key."""
+        left, right = sa.tuple_(*columns), sa.tuple_(*values)
+        return left > right if op == ">" else left <= right
+
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)

@@ -176,8 +176,9 @@ class MySQLImpl(DialectImpl):
     #: MySQL refuses an UPDATE/DELETE whose subquery reads the table it writes
     #: (error 1093): batches lock and read their keys first, then write by key
     writes_may_read_their_table: ClassVar[bool] = False
-    #: a deadlock (1213, which ends the whole transaction), a child committed under a row being deleted (1451)
-    retry_errnos: ClassVar[frozenset[int]] = frozenset({1213, 1451})
+    #: a deadlock (1213, which ends the whole transaction; met inside a savepoint, it surfaces as
+    #: that savepoint being gone, 1305), a child committed under a row being deleted (1451)
+    retry_errnos: ClassVar[frozenset[int]] = frozenset({1213, 1305, 1451})
 
     def prepare_engine(self, engine: Engine, settings=None) -> None:
         _JOB_ENGINES.add(engine)
@@ -210,13 +211,6 @@ class MySQLImpl(DialectImpl):
                             f"the server knows no time zone named {value}: load its time-zone tables "
                             "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or set timezone = UTC")) from None
             dbapi_conn.commit()
-
-    def retryable(self, error: Exception) -> bool:
-        # a deadlock (1213): InnoDB rolled the whole transaction back, so the batch may simply run again;
-        # met inside a savepoint, it surfaces as that savepoint being gone (1305) when it is rolled back
-        orig = getattr(error, "orig", None) or error
-        code = orig.args[0] if getattr(orig, "args", None) else None
-        return code in (1213, 1305) or super().retryable(error)
 
     def rewrites_writes(self, conn, table: sa.Table) -> bool:
         return bool(conn.execute(sa.text(
@@ -361,6 +355,24 @@ class MySQLImpl(DialectImpl):
         pattern = sa.literal(f"^{prefix}[0-9a-f]{{{length}}}$", sa.String)
         return sa.and_(text.op("REGEXP", is_comparison=True)(pattern),
                        sa.func.char_length(col) == len(prefix) + length)
+
+    def row_compare(self, columns: list, op: str, values: list) -> ColumnElement:
+        """A row-value comparison spelled out column by column.
+
+        MySQL and MariaDB do not use an index for ``(a, b) > (1, 2)``: every
+        batch of a composite key scanned the whole table (a partitioned table,
+        whose key holds its partitioning column, took minutes for what one
+        DELETE did in a second).  ``a >= 1 AND (a > 1 OR b > 2)`` is the same
+        set, and its first term is an index range on the key's first column.
+        """
+        strict = op == ">"
+        first, value = columns[0], values[0]
+        if len(columns) == 1:
+            return first > value if strict else first <= value
+        rest = self.row_compare(columns[1:], op, values[1:])
+        if strict:
+            return sa.and_(first >= value, sa.or_(first > value, rest))
+        return sa.and_(first <= value, sa.or_(first < value, rest))
 
 
 def _utf8_bytes(expr: ColumnElement) -> ColumnElement:

@@ -65,14 +65,42 @@ def _candidates(plan: RulePlan, opts: ExecOptions) -> tuple[sa.ColumnElement, bo
     return plan.work, False
 
 
+class RangeTooLarge(Exception):
+    """A computed range holds more rows than one batch may take: roll the batch back."""
+
+
+def _capped(plan: RulePlan, q: sa.Select, cap: int | None) -> sa.Select:
+    """``q`` reading at most ``cap + 1`` rows, in key order (more than ``cap``: the range is too large).
+
+    A computed range's rows are known only once read; a range after sparse keys
+    can reach into dense ones, and a batch must not read, lock and bind them all
+    before it finds out.  SQLite gets the LIMIT as a suffix (no OFFSET, see
+    :func:`retention.execute.keys._bound_query`); it has no FOR UPDATE to follow it.
+    """
+    if cap is None:
+        return q
+    q = q.order_by(*plan.pk_columns)
+    if plan.impl.supports_for_update:
+        return q.limit(cap + 1)
+    return q.suffix_with(sa.text(f"LIMIT {int(cap) + 1}"))
+
+
+def _within_cap(rows: list, cap: int | None) -> list:
+    if cap is not None and len(rows) > cap:
+        raise RangeTooLarge()
+    return rows
+
+
 def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions,
            rng: sa.ColumnElement, cascaded: dict, allowance: int | None = None,
-           short: dict | None = None, selected: int | None = None) -> int:
+           short: dict | None = None, selected: int | None = None, cap: int | None = None) -> int:
     """One batch's statements on ``conn``; returns the rows of the rule's table it changed.
 
     ``selected`` is how many rows the batch's bound query found to work on (when
     every one of them is to be changed): a statement that changes fewer makes
     the batch look again and count the difference in ``short`` (see NOT_DONE).
+    ``cap``: the range was computed, not counted; a statement that must first
+    read its rows reads at most ``cap`` of them, else raises :class:`RangeTooLarge`.
     """
     short = {} if short is None else short
     t = plan.table.table
@@ -81,13 +109,13 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
         if not _locks_parents(plan):
             n = conn.execute(sa.delete(t).where(rng, plan.work)).rowcount
             return _look_again(conn, plan, rng, plan.work, selected, n, short)
-        keys = _locked_keys(conn, plan, rng)
+        keys = _locked_keys(conn, plan, rng, cap)
         if not keys:
             return 0
         return _delete_locked(conn, plan, keys, cascaded, short)
     if action == "restrict":
         col = plan.rule.restrict_column
-        rows = _writable(conn, plan, rng, plan.work)
+        rows = _writable(conn, plan, (rng, plan.work), cap)
         if rows is None:
             return 0
         n = conn.execute(sa.update(t).where(rows)
@@ -96,10 +124,10 @@ def _batch(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions
     total = 0
     for variant in plan.variants:
         if _sql_path(plan, variant, opts):
-            total += _anonymize_sql(conn, plan, variant, rng, ctx)
+            total += _anonymize_sql(conn, plan, variant, rng, ctx, cap)
         else:
             left = None if allowance is None else allowance - total
-            total += _anonymize_python(conn, plan, variant, rng, ctx, left, short=short)
+            total += _anonymize_python(conn, plan, variant, rng, ctx, left, short=short, cap=cap)
     candidates, exact = _candidates(plan, opts)
     return _look_again(conn, plan, rng, candidates, selected, total, short) if exact else total
 
@@ -126,7 +154,7 @@ def _tally(short: dict, reason: str, n: int) -> None:
         short[reason] = short.get(reason, 0) + n
 
 
-def _locked_keys(conn: Connection, plan: RulePlan, rng) -> list:
+def _locked_keys(conn: Connection, plan: RulePlan, rng, cap: int | None = None) -> list:
     """The batch's keys, locked with every row the cascade reaches, then checked again.
 
     Top-down: the rule table's rows, then each cascade level's.  A row inserted
@@ -136,13 +164,13 @@ def _locked_keys(conn: Connection, plan: RulePlan, rng) -> list:
     committed before: the protection it confirms holds until the batch's last
     statement.
     """
-    keys_q = sa.select(*plan.pk_columns).where(rng, plan.work)
+    keys_q = _capped(plan, sa.select(*plan.pk_columns).where(rng, plan.work), cap)
     if not plan.impl.supports_for_update:
         # SQLite: the batch holds the database's write lock from its first statement
-        keys = [_key_of(plan, r) for r in conn.execute(keys_q)]
+        keys = _within_cap([_key_of(plan, r) for r in conn.execute(keys_q)], cap)
         stage("batch.checked", conn, plan=plan, keys=keys)
         return keys
-    keys = [_key_of(plan, r) for r in conn.execute(keys_q.with_for_update())]
+    keys = _within_cap([_key_of(plan, r) for r in conn.execute(keys_q.with_for_update())], cap)
     if keys:
         locked = _keys_in(plan, plan.pk_columns, keys)
         _lock_cascade(conn, plan, plan.cascade, Roots(locked, keys))
@@ -208,13 +236,14 @@ def _locks_parents(plan: RulePlan) -> bool:
             or not plan.impl.writes_may_read_their_table)
 
 
-def _writable(conn: Connection, plan: RulePlan, *where) -> sa.ColumnElement | None:
+def _writable(conn: Connection, plan: RulePlan, where: tuple, cap: int | None = None) -> sa.ColumnElement | None:
     """The rows an UPDATE of the batch writes: ``where`` itself, or, where the engine
     forbids an UPDATE to read its own table in a subquery (MySQL), the keys matching
-    ``where``, read and locked first (None: no row)."""
+    ``where``, read and locked first (None: no row; at most ``cap``, see :func:`_batch`)."""
     if plan.impl.writes_may_read_their_table:
         return sa.and_(*where)
-    keys = [_key_of(plan, r) for r in conn.execute(sa.select(*plan.pk_columns).where(*where).with_for_update())]
+    q = _capped(plan, sa.select(*plan.pk_columns).where(*where), cap).with_for_update()
+    keys = _within_cap([_key_of(plan, r) for r in conn.execute(q)], cap)
     return _keys_in(plan, plan.pk_columns, keys) if keys else None
 
 
@@ -225,21 +254,23 @@ def _mark_values(plan: RulePlan, variant: Variant, ctx: TimeContext) -> dict:
     return {}
 
 
-def _anonymize_sql(conn: Connection, plan: RulePlan, variant: Variant, rng, ctx: TimeContext) -> int:
+def _anonymize_sql(conn: Connection, plan: RulePlan, variant: Variant, rng, ctx: TimeContext,
+                   cap: int | None = None) -> int:
     t = plan.table.table
     values = {}
     for c, s in variant.strategies.items():
         # leave values that are already anonymized as they are (hash is not idempotent)
         values[c] = sa.case((s.done_sql(t.c[c], plan.impl), t.c[c]), else_=s.sql(t.c[c], plan.impl))
     values.update(_mark_values(plan, variant, ctx))
-    rows = _writable(conn, plan, rng, plan.work, variant.predicate, _not_done(plan, variant))
+    rows = _writable(conn, plan, (rng, plan.work, variant.predicate, _not_done(plan, variant)), cap)
     if rows is None:
         return 0
     return conn.execute(sa.update(t).where(rows).values(values)).rowcount
 
 
 def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
-                      ctx: TimeContext | None, allowance: int | None = None, short: dict | None = None) -> int:
+                      ctx: TimeContext | None, allowance: int | None = None, short: dict | None = None,
+                      cap: int | None = None) -> int:
     """Read one batch, anonymize in Python, write back the rows that change.
 
     With ``ctx=None`` it only counts (the dry-run path): the same selection and
@@ -250,7 +281,8 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     short = {} if short is None else short
     t = plan.table.table
     cols = list(variant.strategies)
-    q = sa.select(*plan.pk_columns, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate)
+    q = _capped(plan, sa.select(*plan.pk_columns, *(t.c[c] for c in cols)).where(rng, plan.work, variant.predicate),
+                cap)
     if ctx is not None and plan.impl.supports_for_update:
         q = q.with_for_update()
     updates = []
@@ -258,7 +290,7 @@ def _anonymize_python(conn: Connection, plan: RulePlan, variant: Variant, rng,
     # so Python must too, or it masks spaces and never sees a constant as done
     padded = {c for c in cols if isinstance(t.c[c].type, sa.CHAR)}
     n = len(plan.pk_columns)
-    for row in _readable_rows(conn, plan, q, short):
+    for row in _within_cap(_readable_rows(conn, plan, q, short), cap):
         key, values = _key_of(plan, row), tuple(v.rstrip(" ") if c in padded and isinstance(v, str) else v
                                                 for c, v in zip(cols, row[n:]))
         try:

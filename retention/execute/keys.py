@@ -50,7 +50,7 @@ def _bound_query(plan: RulePlan, pred: sa.ColumnElement, lo, size) -> sa.Select:
     harmless one, so ``--sql`` shows exactly what runs.
     """
     pk = plan.pk
-    cond = [pred] if lo is None else [pk > _key_value(plan, lo), pred]
+    cond = [pred] if lo is None else [_beyond(plan, ">", lo), pred]
     limit = sa.text(f"LIMIT {int(size)}") if isinstance(size, int) else sa.text("LIMIT :batch_size")
     if _has_max(plan):
         sub = sa.select(pk.label("k")).where(*cond).order_by(pk).suffix_with(limit).subquery()
@@ -102,10 +102,17 @@ def _keys_in(plan: RulePlan, columns, keys: list) -> sa.ColumnElement:
     return plan.impl.row_values_in(list(columns), keys)
 
 
+def _beyond(plan: RulePlan, op: str, key) -> sa.ColumnElement:
+    """``pk > key`` or ``pk <= key``; a composite key as the engine compares row values best."""
+    if not plan.composite or isinstance(key, sa.ClauseElement):
+        return plan.pk > _key_value(plan, key) if op == ">" else plan.pk <= _key_value(plan, key)
+    values = [sa.bindparam(None, v, type_=c.type) for c, v in zip(plan.pk_columns, key)]
+    return plan.impl.row_compare(list(plan.pk_columns), op, values)
+
+
 def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
-    pk = plan.pk
-    hi = _key_value(plan, hi)
-    return sa.and_(pk <= hi) if lo is None else sa.and_(pk > _key_value(plan, lo), pk <= hi)
+    upto = _beyond(plan, "<=", hi)
+    return sa.and_(upto) if lo is None else sa.and_(_beyond(plan, ">", lo), upto)
 
 
 def stepped(plan: RulePlan) -> bool:

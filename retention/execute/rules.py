@@ -12,11 +12,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.config import Settings
 from retention.errors import RetentionError
-from retention.execute.batch import NOT_DONE, _batch, _candidates, _locks_parents, _tally
+from retention.execute.batch import NOT_DONE, RangeTooLarge, _batch, _candidates, _locks_parents, _tally
 from retention.execute.cascade import empty_cascades
 from retention.execute.count import count_rule, count_touch
 from retention.execute.errors import describe_error
-from retention.execute.keys import KeyWalk, _key_value, _next_bound, _range, stepped
+from retention.execute.keys import KeyWalk, _beyond, _next_bound, _range, stepped
 from retention.execute.options import BatchHooks, ExecOptions
 from retention.execute.pace import Pace, ceiling
 from retention.execute.partitions import take_partitions
@@ -133,7 +133,7 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
             out.add_not_done(reason, n, NOT_DONE[reason])
 
 
-class _OverAllowance(Exception):
+class _OverAllowance(RangeTooLarge):
     """A computed range held more rows than the run may still touch: roll its batch back."""
 
 
@@ -261,7 +261,7 @@ class _Batches:
                         return rest is not None, None
                     w0 = time.monotonic()
                     touched = _batch(conn, plan, self.ctx, self.opts, _range(plan, start, hi), cascaded, allowance,
-                                     short=short, selected=selected)
+                                     short=short, selected=selected, cap=pace.ceiling if computed else None)
                     working = time.monotonic() - w0
                     claim = touched + short.get("cancelled", 0) + short.get("changed", 0)
                     with self.lock:
@@ -273,7 +273,7 @@ class _Batches:
                         number = self.numbered
                     self.hooks.before_commit(plan, number, start, hi, touched, cascaded)
                 break
-            except _OverAllowance:
+            except RangeTooLarge:       # over the allowance, or a computed range over the ceiling
                 if allowance <= 0:
                     return False, None
                 if rest is not None:
@@ -328,7 +328,7 @@ class _Batches:
 def _within(conn, plan: RulePlan, pred: sa.ColumnElement, rest: tuple, size: int, exact: bool) -> tuple:
     """The next ``size`` rows of ``pred`` inside the range ``rest`` = (lo, hi]: ``(lo, their last key, count)``."""
     lo, hi = rest
-    inside = sa.and_(pred, plan.pk <= _key_value(plan, hi))
+    inside = sa.and_(pred, _beyond(plan, "<=", hi))
     found, selected = _next_bound(conn, plan, inside, lo, size, counted=True)
     return lo, found, (int(selected) if exact and found is not None else None)
 
