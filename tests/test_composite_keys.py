@@ -83,7 +83,12 @@ def test_the_batch_statements_compare_row_values_and_never_use_offset(shop):
     report = shop.run(shop.policy(SHIPMENTS_PURGE), dry_run=True, now=NOW, show_sql=True)
     sql = "\n".join(outcome(report, "shipments-purge").statements)
     assert "OFFSET" not in sql.upper()
-    assert "(shipments.region, shipments.id) >" in sql or "(shipments.region, shipments.id) <=" in sql
+    if shop.engine.dialect.name in ("mysql", "mariadb"):
+        # no index serves a row-value comparison there: the bound is spelled out column by column
+        assert "(shipments.region, shipments.id) <" not in sql and "(shipments.region, shipments.id) >" not in sql
+        assert "shipments.region <=" in sql and "shipments.id <=" in sql
+    else:
+        assert "(shipments.region, shipments.id) >" in sql or "(shipments.region, shipments.id) <=" in sql
 
 
 def test_anonymize_in_python_updates_each_row_by_its_whole_key(shop):
