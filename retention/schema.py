@@ -191,10 +191,6 @@ class Catalog:
     def get(self, key: str) -> BoundTable | None:
         return self.tables.get(key)
 
-    def partitions_of(self, key: str) -> list[str]:
-        """The partitions of a partitioned table (empty for any other table), at every level."""
-        return sorted(p for p, r in self.partition_of.items() if r == key)
-
     def children_of(self, key: str) -> list[ForeignKey]:
         """Foreign keys that point at ``key``, in (child table, column) order: reports stay stable."""
         return sorted((fk for fk in self.fks if fk.parent == key), key=lambda fk: (fk.child, fk.columns))

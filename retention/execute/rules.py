@@ -57,6 +57,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
     """Count the rule, check its guard, and (unless dry) enforce it batch by batch."""
     started = time.monotonic()
     rule = plan.rule
+    hooks = hooks or BatchHooks()
     try:
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
@@ -65,12 +66,11 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             guard_state(out, plan, opts.allow_large)
         else:
             guard_state(out, plan, opts.allow_large, whole)
-        if hooks is not None:
-            hooks.counted(plan, out)
+        hooks.counted(plan, out)
         if opts.show_sql:
             out.statements = statements(tx, plan, settings, ctx, opts, limit=out.guard.rows)
         if opts.dry_run and out.status in ("ok", "incomplete"):
-            take_partitions(tx, plan, ctx, opts, out, hooks or BatchHooks())
+            take_partitions(tx, plan, ctx, opts, out, hooks)
         if not opts.dry_run and out.status in ("ok", "incomplete"):
             # from here on the outcome says what was committed, batch by batch, even if a later batch fails
             out.touch, out.batches = 0, 0
@@ -79,9 +79,9 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
             # the run does at most what was counted and guarded: rows that become workable
             # meanwhile (a hold released, a row unblocked by this very rule) wait for the next run
             # whole partitions first (partitions = "drop" | "detach"): their rows count in out.touch
-            take_partitions(tx, plan, ctx, opts, out, hooks or BatchHooks())
+            take_partitions(tx, plan, ctx, opts, out, hooks)
             if out.guard.rows > out.touch:
-                _enforce(tx, plan, settings, ctx, opts, out, limit=out.guard.rows, hooks=hooks or BatchHooks())
+                _enforce(tx, plan, settings, ctx, opts, out, limit=out.guard.rows, hooks=hooks)
             # counted rows not touched, including those the batches could not do (out.not_done)
             out.remaining = out.due - out.protected_total - out.unchanged - out.touch
     except (SQLAlchemyError, RetentionError) as e:
