@@ -33,6 +33,16 @@ action = "delete"
 max_fraction = 1.0
 """
 
+USERS_PURGE = """
+[[rules]]
+name = "closed-users-purge"
+table = "shop.users"
+clock = "closed_at"
+after = "1d"
+action = "delete"
+max_fraction = 1.0
+"""
+
 FLOOR_ORDERS = """
 [[rules]]
 name = "orders-purge"

@@ -7,22 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from retention.execute import rules
-from tests.shopkit import HOLDS, LOGS_PURGE, outcome
+from tests.shopkit import HOLDS, LOGS_PURGE, USERS_PURGE, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
-
-
-USERS_PURGE = """
-    [[rules]]
-    name = "closed-users-purge"
-    table = "shop.users"
-    clock = "closed_at"
-    after = "1d"
-    action = "delete"
-    max_fraction = 1.0
-"""
 
 
 def adds_up(out) -> bool:

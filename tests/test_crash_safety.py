@@ -12,22 +12,11 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.shopkit import cascades, outcome
+from tests.shopkit import USERS_PURGE, cascades, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
-
-
-USERS_PURGE = """
-    [[rules]]
-    name = "closed-users-purge"
-    table = "shop.users"
-    clock = "closed_at"
-    after = "1d"
-    action = "delete"
-    max_fraction = 1.0
-"""
 
 
 def adds_up(out) -> bool:

@@ -10,22 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from retention import commands
-from tests.shopkit import HASH_ENV, Shop, cascades, outcome
+from tests.shopkit import HASH_ENV, USERS_PURGE, Shop, cascades, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
-
-
-USERS_PURGE = """
-    [[rules]]
-    name = "closed-users-purge"
-    table = "shop.users"
-    clock = "closed_at"
-    after = "1d"
-    action = "delete"
-    max_fraction = 1.0
-"""
 
 
 def adds_up(out) -> bool:
