@@ -306,9 +306,12 @@ class RunLock:
             try:
                 impl.release_session_lock(conn, self.scope)
                 conn.commit()
-                conn.close()
             except SQLAlchemyError:
-                conn.invalidate()     # really close the session, and with it the lock
+                pass
+            # the session ends with the run, never back into the pool: whatever it still holds
+            # (a scope it took on the way in to check it was free, see _shards_apart) goes with it
+            conn.invalidate()
+            conn.close()
         self._sessions = []
         if self._leases:
             try:
