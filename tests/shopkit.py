@@ -207,6 +207,15 @@ class Shop:
         self.engine.dispose()
 
 
+def extra_tables(shop: "Shop", *tables) -> sa.MetaData:
+    """Create tables beside the shop schema (they may reference it)."""
+    md = shop.md
+    for build in tables:
+        build(md)
+    md.create_all(shop.engine)
+    return md
+
+
 def outcome(report, rule: str):
     return next(r for r in report.rules if r.rule == rule)
 

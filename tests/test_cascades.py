@@ -11,20 +11,11 @@ import sqlalchemy as sa
 
 from retention import commands
 from retention.errors import ConfigError
-from tests.shopkit import HASH_ENV, Shop, cascades, outcome
+from tests.shopkit import HASH_ENV, cascades, extra_tables, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
-
-
-def extra_tables(shop: Shop, *tables) -> sa.MetaData:
-    """Create tables beside the shop schema (they may reference it)."""
-    md = shop.md
-    for build in tables:
-        build(md)
-    md.create_all(shop.engine)
-    return md
 
 
 def _messages(md):

@@ -11,20 +11,11 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from retention.errors import ConfigError
-from tests.shopkit import Shop, outcome
+from tests.shopkit import Shop, extra_tables, outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 OLD = datetime(2020, 1, 1)
-
-
-def extra_tables(shop: Shop, *tables) -> sa.MetaData:
-    """Create tables beside the shop schema (they may reference it)."""
-    md = shop.md
-    for build in tables:
-        build(md)
-    md.create_all(shop.engine)
-    return md
 
 
 def test_hold_protects_children_when_the_subject_key_is_not_the_fk_target(shop):
