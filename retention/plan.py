@@ -322,14 +322,18 @@ class Planner:
         for hops, key in paths:
             if hops and hops[-1].parent_columns == (key,):
                 # the last foreign key holds the subject key itself: no need to join the subject table
-                key_expr = self.path_value(base, table_key, hops[:-1], hops[-1].columns[0])
-            else:
-                # it points at another column (a uuid, an email): read the key from the subject's row
-                key_expr = self.path_value(base, table_key, hops, key)
+                hops, key = hops[:-1], hops[-1].columns[0]
+            # else it points at another column (a uuid, an email): read the key from the subject's row.
+            # The rows on the way are joined in the EXISTS itself (each hop follows a foreign key to a
+            # unique key, so at most one row): a scalar subquery per hop ran once per row checked,
+            # where a join lets the planner hash the whole path once
+            aliases = [self.catalog.tables[fk.parent].table.alias() for fk in hops]
+            links = [hops[i].link(aliases[i - 1] if i else base, aliases[i]) for i in range(len(hops))]
             h = register.alias()
-            preds.append(sa.exists().where(h.c[hold.subject_column] == key_expr,
-                                           self.conditions(h, hold.active_where, f"hold '{hold.name}'",
-                                                           "active_where")).correlate(base))
+            owner = aliases[-1] if aliases else base
+            preds.append(sa.exists(sa.select(sa.literal(1)).select_from(*aliases, h).where(
+                *links, h.c[hold.subject_column] == owner.c[key],
+                self.conditions(h, hold.active_where, f"hold '{hold.name}'", "active_where"))).correlate(base))
         return sa.or_(*preds) if preds else None
 
     def floor_active(self, floor: FloorConfig, base: sa.FromClause) -> sa.ColumnElement:

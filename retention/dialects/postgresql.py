@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import ClassVar
 
@@ -140,15 +141,16 @@ class PostgreSQLImpl(DialectImpl):
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         # -infinity, infinity and BC values fall outside these bounds; a timestamptz keeps a day's
-        # margin, since it is read in the session time zone
+        # margin, since it is read in the session time zone.  The bounds are bound as values of the
+        # column's type: a cast from text is not folded by the planner, and ran on every row counted
         if isinstance(col_type, sa.DateTime):
-            low, high = ("0001-01-02 00:00:00+00", "9999-12-30 00:00:00+00") if col_type.timezone else \
-                        ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999")
+            low, high = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC)) if col_type.timezone \
+                else (datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999))
         elif isinstance(col_type, sa.Date):
-            low, high = "0001-01-01", "9999-12-31"
+            low, high = date(1, 1, 1), date(9999, 12, 31)
         else:
             return None
-        return sa.and_(col >= sa.cast(sa.literal(low), col_type), col <= sa.cast(sa.literal(high), col_type))
+        return sa.and_(col >= sa.literal(low, col_type), col <= sa.literal(high, col_type))
 
     def stable_hash(self, texts: list) -> ColumnElement | None:
         joined = texts[0] if len(texts) == 1 else sa.func.concat_ws(sa.literal(KEY_SEPARATOR), *texts)

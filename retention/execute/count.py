@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from retention.execute.batch import NOT_DONE, _anonymize_python, _not_done, _sql_path
-from retention.execute.cascade import Roots, count_cascades
+from retention.execute.cascade import Roots, count_cascades, empty_cascades
 from retention.execute.keys import _count, _range, _ranges
 from retention.execute.options import ExecOptions
 from retention.plan import RulePlan
@@ -21,62 +21,72 @@ from retention.timectx import TimeContext
 def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOptions) -> RuleOutcome:
     """What the rule would do now: the dry-run numbers.
 
-    One statement reads the table once for due rows by protector, the oldest
-    clock, the forecast and the table's size.  The rows to touch are counted
-    apart, with the rule's own ``WHERE`` (which the planner can turn into an
-    anti-join, where a per-row CASE would run its subqueries row by row); an
-    anonymization done in Python reads its rows, batch by batch.
+    One statement reads the table once, with plain per-row expressions: its
+    rows, the due rows, their oldest clock and the forecast.  Protected rows
+    are then counted per protector, and the rows to touch apart, each with its
+    predicate in the ``WHERE`` clause, where the planner can turn a hold's
+    subquery into a (anti-)join: inside a per-row CASE it would run once per
+    row.  Nothing more is read when nothing is due, or when every due row is
+    protected; an anonymization done in Python reads its rows, batch by batch.
     """
     rule, t = plan.rule, plan.table.table
     out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis)
-    # attribution: each due row counted once, under its first protector; -2: not due
-    cases = [(p.predicate, i) for i, p in enumerate(plan.protectors)]
-    bucket = sa.case((plan.due, sa.case(*cases, else_=-1) if cases else -1), else_=-2)
-    # a clock Python cannot hold (PostgreSQL's -infinity, a BC date) must not fail the rule:
-    # such rows are due and processed like the others, only left out of the oldest clock
-    readable = plan.impl.representable(plan.clock, plan.clock_type)
-    flag = lambda cond: sa.case((cond, 1), else_=0)  # noqa: E731
-    row = {"b": bucket,
-           "clock": plan.clock if readable is None else sa.case((readable, plan.clock)),
-           "unreadable": sa.literal(0) if readable is None else sa.case((readable, 0), else_=1)}
-    row |= {f"later{i}": flag(sa.and_(plan.conditions, plan.clock.is_not(None), cond))
-            for i, cond in enumerate(plan.forecast.values())}
-    sub = sa.select(*(v.label(k) for k, v in row.items())).select_from(t).subquery()
-    # sums per group, each group's own picked below: the planner inlines the subquery, and a
-    # condition on the group in an aggregate would run the protectors' subqueries once more per row
-    total = lambda name: sa.func.coalesce(sa.func.sum(sub.c[name]), 0)  # noqa: E731
-    aggs = [sa.func.count(), sa.func.min(sub.c.clock), total("unreadable")]
-    aggs += [total(k) for k in row if k.startswith("later")]
-    groups = conn.execute(sa.select(sub.c.b, *aggs).group_by(sub.c.b)).all()
-    counts, oldest, table_rows, later = {}, None, 0, [0] * len(plan.forecast)
-    for b, n, clock, unreadable, *rest in groups:
-        b, table_rows = int(b), table_rows + int(n)
-        if b == -2:
-            later = [int(x) for x in rest]
-            continue
-        counts[b] = int(n)
-        out.unreadable_clocks += int(unreadable)
-        if clock is not None and (oldest is None or clock < oldest):
-            oldest = clock
-    out.due = sum(counts.values())
-    out.protected = [Protection(p.kind, p.name, counts[i]) for i, p in enumerate(plan.protectors)
-                     if counts.get(i)]
+    table_rows, oldest, later = _scan(conn, plan, out)
+    # attribution: each due row counted once, under its first protector
+    before: list[sa.ColumnElement] = []
+    for p in plan.protectors:
+        rows = 0
+        if out.due > out.protected_total:       # once every due row is attributed, the rest protect none
+            rows = _count(conn, t, plan.due, p.predicate, *([sa.not_(sa.or_(*before))] if before else []))
+        if rows:
+            out.protected.append(Protection(p.kind, p.name, rows))
+        before.append(p.predicate)
+    # due and protected by nothing: nothing to touch, reach, or keep a column of
+    workable = out.due > out.protected_total
     short: dict[str, int] = {}
-    out.touch = count_touch(conn, plan, opts, short)
+    out.touch = count_touch(conn, plan, opts, short) if workable else 0
     for reason, n in short.items():
         out.add_not_done(reason, n, NOT_DONE[reason])
     out.remaining = out.not_done_total
     out.unchanged = out.due - out.protected_total - out.touch - out.remaining
     if rule.action == "delete" and plan.cascade:
-        out.cascades = count_cascades(conn, plan, Roots(plan.work))
-    if rule.action == "anonymize":
+        out.cascades = (count_cascades(conn, plan, Roots(plan.work)) if workable
+                        else list(empty_cascades(plan).values()))
+    if rule.action == "anonymize" and workable:
         # only floors that actually hold back a column on some row this rule reaches
         out.kept_columns = sorted({c for v in plan.variants if v.kept
-                                   and _count(conn, t, plan.work, v.predicate) for c in v.kept})
+                                   and _exists(conn, t, plan.work, v.predicate) for c in v.kept})
     out.oldest_clock = ctx.from_column(plan.clock_type, oldest)
     out.forecast = {w: n for w, n in zip(plan.forecast, later)}
     out.guard = Guard(max_rows=plan.max_rows, max_fraction=plan.max_fraction, table_rows=table_rows)
     return out
+
+
+def _scan(conn: Connection, plan: RulePlan, out: RuleOutcome) -> tuple[int, object, list[int]]:
+    """One read of the table: sets ``out.due`` and ``out.unreadable_clocks``; returns
+    (the table's rows, the oldest readable clock among due rows, the forecast's rows per window).
+
+    Conditional sums (``sum(CASE ...)``), not ``FILTER``: every engine takes them.
+    """
+    due = plan.due
+    # a clock Python cannot hold (PostgreSQL's -infinity, a BC date) must not fail the rule:
+    # such rows are due and processed like the others, only left out of the oldest clock
+    readable = plan.impl.representable(plan.clock, plan.clock_type)
+    flag = lambda *whens: sa.func.coalesce(sa.func.sum(sa.case(*whens, else_=0)), 0)  # noqa: E731
+    # a due row's clock is never NULL: the due rows whose clock is not readable are the due rows
+    # less the readable clocks, so the (costly, on SQLite) readability test runs once per due row
+    clock = sa.case((due, plan.clock if readable is None else sa.case((readable, plan.clock))))
+    aggs = [sa.func.count(), flag((due, 1)), sa.func.min(clock), sa.func.count(clock)]
+    # the forecast counts rows not due yet whose clock runs within each window
+    aggs += [flag((due, 0), (sa.and_(plan.conditions, plan.clock.is_not(None), cond), 1))
+             for cond in plan.forecast.values()]
+    table_rows, n_due, oldest, readable_clocks, *later = conn.execute(sa.select(*aggs).select_from(plan.table.table)).one()
+    out.due, out.unreadable_clocks = int(n_due), int(n_due) - int(readable_clocks)
+    return int(table_rows), oldest, [int(n) for n in later]
+
+
+def _exists(conn: Connection, table: sa.Table, *where) -> bool:
+    return bool(conn.execute(sa.select(sa.exists(sa.select(sa.literal(1)).select_from(table).where(*where)))).scalar())
 
 
 def count_touch(conn: Connection, plan: RulePlan, opts: ExecOptions, short: dict | None = None) -> int:
