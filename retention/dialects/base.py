@@ -316,6 +316,13 @@ class DialectImpl:
         the job runs, reads included.
         """
 
+    def prepare_store(self, engine: Engine) -> None:
+        """Settings for the job's own state store, beside :meth:`prepare_engine` (see retention.state.store).
+
+        Every commit there must be durable when it returns (the audit log is
+        evidence); engines whose commits are durable by default need nothing.
+        """
+
     # -- the run lock (retention.locks) ------------------------------------
     # A lock that belongs to a database session dies with it: a killed run never
     # leaves it behind.  Engines without one (SQLite) get a lease in the state store.
