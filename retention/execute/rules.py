@@ -62,10 +62,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
             whole = None if plan.whole is None else count_touch(conn, plan.whole, opts)
-        if whole is None:
-            guard_state(out, plan, opts.allow_large)
-        else:
-            guard_state(out, plan, opts.allow_large, whole)
+        guard_state(out, plan, opts.allow_large, whole)
         hooks.counted(plan, out)
         if opts.show_sql:
             out.statements = statements(tx, plan, settings, ctx, opts, limit=out.guard.rows)
