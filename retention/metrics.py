@@ -38,10 +38,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from retention.errors import RetentionError
+from retention.errors import ConfigError, RetentionError
 from retention.lazy import lazy
 from retention.log import mask_text
 from retention.report.model import Report
+from retention.shards import parse_shard
 
 # imported when metrics are written: a run without --metrics-file or --pushgateway never needs them
 prometheus = lazy("prometheus_client")
@@ -92,7 +93,25 @@ def from_failure(config_path: str | None, mode: str, exit_code: int, duration_se
                  shard: str | None = None) -> RunMetrics:
     """The metrics of a run that stopped before it had a report (the error's exit code)."""
     return RunMetrics(policy=policy_name(config_path), mode=mode, exit_code=exit_code,
-                      duration_seconds=duration_seconds, finished_at=time.time(), shard=shard)
+                      duration_seconds=duration_seconds, finished_at=time.time(), shard=shard_label(shard))
+
+
+def shard_label(text: str | None) -> str | None:
+    """The ``shard`` label for ``--shard`` text: ``I/N`` as the shard's report writes it (``" 01/4"`` -> ``"1/4"``).
+
+    A failed shard's series must be its successful runs' series, or its
+    failure goes unseen and its last success is lost.  Text that names no
+    shard stays as written: still apart from the whole run's series.
+
+    >>> shard_label(" 01/4"), shard_label("1 of 4"), shard_label(None)
+    ('1/4', '1 of 4', None)
+    """
+    if text is None:
+        return None
+    try:
+        return str(parse_shard(text))
+    except ConfigError:
+        return text
 
 
 def policy_name(config_path: str | None) -> str:
