@@ -5,6 +5,9 @@ Every contender runs on a fresh copy of the same template.  What is measured:
 - wall seconds: the raw statement from BEGIN to after COMMIT, in the benchmark's
   process; `retention` and pt-archiver as whole processes, from spawn to exit
   (interpreter start and imports included: that is what a cron job costs);
+- `retention`'s run itself: its report's ``started_at`` to ``finished_at``, and
+  once per engine the start of a process that touches no database
+  (:func:`process_start`), so the fixed cost of a process shows apart;
 - peak RSS of the process (``wait4``'s ``ru_maxrss``);
 - batch durations: `retention`'s from its audit log (``transaction_ms`` on each
   ``batch-committed`` entry: BEGIN to COMMIT); the raw statement is one batch;
@@ -145,6 +148,26 @@ def _spawn(argv: list[str], cwd: Path, log: Path) -> tuple[int, float, int]:
                        stdout=err, stderr=subprocess.STDOUT, check=True)
     got = json.loads(out.read_text())
     return got["code"], got["seconds"], got["maxrss_kb"]
+
+
+#: a `retention run` process that touches no database: the run's imports, this engine's modules and
+#: driver (an engine made, never connected), then exit -- what every run pays before its first statement
+_START = ("import sys, retention.cli, retention.commands, retention.runtime; from retention.schema import make_engine; "
+          "make_engine(sys.argv[1]).dispose()")
+
+
+def process_start(url: str, workdir: Path, label: str, repeat: int = 3) -> float:
+    """The process start cost of `retention` on this engine (median wall seconds of ``repeat`` no-op processes)."""
+    run_dir = workdir / label
+    run_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for _ in range(repeat):
+        code, seconds, _rss = _spawn([sys.executable, "-c", _START, url], run_dir, run_dir / "stderr.log")
+        if code != 0:
+            raise RuntimeError(f"the no-op retention process failed (exit {code}): "
+                               f"{(run_dir / 'stderr.log').read_text(errors='replace')[-1500:]}")
+        samples.append(seconds)
+    return round(sorted(samples)[len(samples) // 2], 3)
 
 
 def batch_durations(state_db: Path) -> list[float]:

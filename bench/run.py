@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
            "args": {"rows": rows, "engines": names, "scenarios": [s.name for s in scenarios], "repeat": args.repeat,
                     "batch_size": batch_size},
            "machine": machine(), "engines": [], "versions": {}, "settings": {},
-           "commit_ms": {}, "skipped": {}, "results": [], "plan": {}, "memory": {}, "build_seconds": {},
+           "commit_ms": {}, "start_seconds": {}, "skipped": {}, "results": [], "plan": {}, "memory": {}, "build_seconds": {},
            "retention_has_workers": workers, "pt_archiver": C.pt_archiver()}
     if not workers:
         log("retention has no `run --workers`: that contender is n/a")
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 doc["build_seconds"][name] = builds
                 bench = Bench(e, rows, args.repeat, workdir, log, workers, batch_size)
                 plan = bench.plan_and_noop()
+                doc["start_seconds"][name] = C.process_start(plan["commit_url"], workdir, f"{name}-start")
                 doc["commit_ms"][name] = e.commit_probe(plan.pop("commit_url"))
                 doc["plan"][name] = plan
                 for s in mine:

@@ -38,13 +38,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest, pushadd_to_gateway, push_to_gateway
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.parser import text_string_to_metric_families
-
-from retention.errors import RetentionError
+from retention.errors import ConfigError, RetentionError
+from retention.lazy import lazy
 from retention.log import mask_text
 from retention.report.model import Report
+from retention.shards import parse_shard
+
+# imported when metrics are written: a run without --metrics-file or --pushgateway never needs them
+prometheus = lazy("prometheus_client")
+prometheus_core = lazy("prometheus_client.core")
+prometheus_parser = lazy("prometheus_client.parser")
 
 JOB = "retention"
 LAST_SUCCESS = "retention_last_success_timestamp_seconds"
@@ -90,7 +93,25 @@ def from_failure(config_path: str | None, mode: str, exit_code: int, duration_se
                  shard: str | None = None) -> RunMetrics:
     """The metrics of a run that stopped before it had a report (the error's exit code)."""
     return RunMetrics(policy=policy_name(config_path), mode=mode, exit_code=exit_code,
-                      duration_seconds=duration_seconds, finished_at=time.time(), shard=shard)
+                      duration_seconds=duration_seconds, finished_at=time.time(), shard=shard_label(shard))
+
+
+def shard_label(text: str | None) -> str | None:
+    """The ``shard`` label for ``--shard`` text: ``I/N`` as the shard's report writes it (``" 01/4"`` -> ``"1/4"``).
+
+    A failed shard's series must be its successful runs' series, or its
+    failure goes unseen and its last success is lost.  Text that names no
+    shard stays as written: still apart from the whole run's series.
+
+    >>> shard_label(" 01/4"), shard_label("1 of 4"), shard_label(None)
+    ('1/4', '1 of 4', None)
+    """
+    if text is None:
+        return None
+    try:
+        return str(parse_shard(text))
+    except ConfigError:
+        return text
 
 
 def policy_name(config_path: str | None) -> str:
@@ -105,13 +126,13 @@ class _Collector:
         self.m = m
         self.last_success = last_success
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[prometheus_core.GaugeMetricFamily]:
         m = self.m
         base = ["policy", "mode"] + (["shard"] if m.shard else [])
         bv = [m.policy, m.mode] + ([m.shard] if m.shard else [])
 
         def gauge(name: str, doc: str, labels: list[str] | None = None):
-            return GaugeMetricFamily(name, doc, labels=base + (labels or []))
+            return prometheus_core.GaugeMetricFamily(name, doc, labels=base + (labels or []))
 
         if self.last_success is not None:
             g = gauge(LAST_SUCCESS, "Unix time the last successful run (exit code 0) ended.")
@@ -135,7 +156,7 @@ class _Collector:
         yield from self._rules(m.report, gauge, bv)
 
     @staticmethod
-    def _rules(report: Report, gauge, bv: list[str]) -> Iterable[GaugeMetricFamily]:
+    def _rules(report: Report, gauge, bv: list[str]) -> Iterable[prometheus_core.GaugeMetricFamily]:
         rows = gauge("retention_rows_total",
                      "Rows the last run touched per rule (would touch, in a dry run). action is the rule's "
                      "action for its own rows, cascade_delete or cascade_detach for rows in child tables.",
@@ -166,9 +187,9 @@ class _Collector:
         yield from (rows, due, remaining, protected, guard, failed, seconds)
 
 
-def registry(m: RunMetrics, *, last_success: float | None) -> CollectorRegistry:
+def registry(m: RunMetrics, *, last_success: float | None) -> prometheus.CollectorRegistry:
     """A registry holding exactly this run's metrics (``last_success`` None: that metric is left out)."""
-    reg = CollectorRegistry(auto_describe=True)
+    reg = prometheus.CollectorRegistry(auto_describe=True)
     reg.register(_Collector(m, last_success=last_success))
     return reg
 
@@ -180,7 +201,7 @@ def previous_last_success(path: Path, m: RunMetrics) -> float | None:
     except (OSError, UnicodeDecodeError):
         return None
     try:
-        for family in text_string_to_metric_families(text):
+        for family in prometheus_parser.text_string_to_metric_families(text):
             for s in family.samples:
                 if (s.name == LAST_SUCCESS and s.labels.get("policy") == m.policy
                         and s.labels.get("mode") == m.mode and s.labels.get("shard") == m.shard):
@@ -199,7 +220,7 @@ def write_textfile(path: str | os.PathLike, m: RunMetrics) -> None:
     """
     target = Path(path)
     last = m.finished_at if m.succeeded else previous_last_success(target, m)
-    data = generate_latest(registry(m, last_success=last))
+    data = prometheus.generate_latest(registry(m, last_success=last))
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as e:
@@ -233,10 +254,10 @@ def push(url: str, m: RunMetrics, *, timeout: float = 10.0) -> None:
     """
     try:
         if m.succeeded:
-            push_to_gateway(url, job=JOB, registry=registry(m, last_success=m.finished_at),
+            prometheus.push_to_gateway(url, job=JOB, registry=registry(m, last_success=m.finished_at),
                             grouping_key=grouping_key(m), timeout=timeout)
         else:
-            pushadd_to_gateway(url, job=JOB, registry=registry(m, last_success=None),
+            prometheus.pushadd_to_gateway(url, job=JOB, registry=registry(m, last_success=None),
                                grouping_key=grouping_key(m), timeout=timeout)
     except Exception as e:   # urllib raises URLError, HTTPError, OSError, ValueError for a bad URL
         raise MetricsError(f"cannot push the metrics to {mask_text(url)}: {mask_text(str(e))}") from None

@@ -55,7 +55,7 @@ from retention.report.model import Report, RuleOutcome
 from retention.shards import Shard, crossings
 from retention.state import open_store
 from retention.timectx import utcnow
-from retention.transactions import Simulation, Transactions, take_batch_seconds
+from retention.transactions import Simulation, Transactions
 
 log = structlog.get_logger("retention")
 
@@ -206,8 +206,8 @@ class Run(BatchHooks):
     def before_commit(self, plan, batch, lo, hi, touched, cascaded) -> None:
         self.emit(BatchIntent(self, plan, batch, lo, hi, touched, dict(cascaded)))
 
-    def committed(self, plan, batch, lo, hi, touched, cascaded) -> None:
-        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded), seconds=take_batch_seconds()))
+    def committed(self, plan, batch, lo, hi, touched, cascaded, seconds=None) -> None:
+        self.emit(BatchCommitted(self, plan, batch, lo, hi, touched, dict(cascaded), seconds=seconds))
 
     def partition_intent(self, plan, partition) -> None:
         self.emit(PartitionIntent(self, plan, partition))

@@ -9,10 +9,10 @@ everything on one connection inside one transaction that is rolled back.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -54,16 +54,14 @@ def observing(name: str, fn: Callable) -> Iterator[None]:
         _observers[name].remove(fn)
 
 
-_timing = threading.local()
+@dataclass
+class Held:
+    """How long a batch held its transaction open, BEGIN to COMMIT: the evidence behind "short transactions".
 
-
-def take_batch_seconds() -> float | None:
-    """How long the last batch this thread committed held its transaction open, BEGIN to COMMIT.
-
-    Read once: a second call, or a call after a batch that did not commit, gives None.
+    ``seconds`` stays None until the batch commits (a simulation's never does).
     """
-    seconds, _timing.seconds = getattr(_timing, "seconds", None), None
-    return seconds
+
+    seconds: float | None = None
 
 
 class Transactions:
@@ -87,16 +85,16 @@ class Transactions:
         """Nothing to end: every read and batch closed its own connection."""
 
     @contextmanager
-    def batch(self) -> Iterator[Connection]:
-        _timing.seconds = None
+    def batch(self, held: Held | None = None) -> Iterator[Connection]:
+        """A batch's own transaction, committed when the block ends; its length goes to ``held``."""
         with self.engine.connect() as conn:
             self.impl.hint_write(conn)
             try:
                 began = time.monotonic()
                 with conn.begin():
                     yield conn
-                # how long the batch's locks were held: the evidence behind "short transactions"
-                _timing.seconds = time.monotonic() - began
+                if held is not None:
+                    held.seconds = time.monotonic() - began
             finally:
                 self.impl.clear_hints(conn)
 
@@ -138,7 +136,7 @@ class Simulation(Transactions):
     def read(self):
         return self._savepoint()
 
-    def batch(self):
+    def batch(self, held: Held | None = None):
         return self._savepoint()
 
     def close(self) -> None:
@@ -179,7 +177,7 @@ class Recording(Transactions):
         return self.inner.read()
 
     @contextmanager
-    def batch(self) -> Iterator[Connection]:
+    def batch(self, held: Held | None = None) -> Iterator[Connection]:
         if self.batches:
             raise EnoughRecorded()
         self.batches += 1

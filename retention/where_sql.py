@@ -20,22 +20,28 @@ operation at the top, comments, row locks, and any parameter other than
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import ErrorLevel, SqlglotError
-
 from retention.durations import DurationError, parse_duration
+from retention.lazy import lazy
+
+# sqlglot takes a tenth of a second to import: only a policy with where_sql text pays for it
+sqlglot = lazy("sqlglot")
+exp = lazy("sqlglot.expressions")
+errors = lazy("sqlglot.errors")
 
 #: SQLAlchemy backend name -> sqlglot dialect (names that agree need no entry)
 _DIALECTS = {"postgresql": "postgres", "mariadb": "mysql"}
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: nodes that write, change the schema, or run something sqlglot could not parse
-_STATEMENTS = (exp.DML, exp.DDL, exp.Command, exp.Merge, exp.Copy, exp.Pragma, exp.Transaction,
-               exp.Set, exp.Into)
+
+
+@functools.cache
+def _statements() -> tuple[type, ...]:
+    """Nodes that write, change the schema, or run something sqlglot could not parse."""
+    return (exp.DML, exp.DDL, exp.Command, exp.Merge, exp.Copy, exp.Pragma, exp.Transaction, exp.Set, exp.Into)
 
 
 class WhereSqlError(ValueError):
@@ -80,7 +86,7 @@ def _compile(text: str, backend: str) -> WhereSql:
         raise WhereSqlError("is empty; write a condition such as \"status = 'closed'\" or remove the key")
     try:
         tokens = sqlglot.tokenize(text, read=dialect)
-    except SqlglotError as e:
+    except errors.SqlglotError as e:
         raise WhereSqlError(f"cannot be read as {dialect} SQL: {_first_line(e)}") from None
     except ValueError:      # an unknown dialect name
         raise WhereSqlError(f"cannot be checked: no SQL dialect is known for '{backend}'") from None
@@ -89,21 +95,21 @@ def _compile(text: str, backend: str) -> WhereSql:
     if any(t.token_type == sqlglot.TokenType.SEMICOLON for t in tokens):
         raise WhereSqlError("has a ';'; one boolean expression only, not statements")
     try:
-        trees = sqlglot.parse(text, read=dialect, error_level=ErrorLevel.IMMEDIATE)
-    except SqlglotError as e:
+        trees = sqlglot.parse(text, read=dialect, error_level=errors.ErrorLevel.IMMEDIATE)
+    except errors.SqlglotError as e:
         raise WhereSqlError(f"is not one {dialect} SQL expression: {_first_line(e)}") from None
     if len(trees) != 1 or trees[0] is None:
         raise WhereSqlError("must be one boolean expression")
     tree = trees[0]
-    if not isinstance(tree, exp.Condition) or isinstance(tree, (exp.Query, *_STATEMENTS)):
+    if not isinstance(tree, exp.Condition) or isinstance(tree, (exp.Query, *_statements())):
         raise WhereSqlError(f"must be one boolean expression, not a {type(tree).__name__.upper()} statement")
     params = _check(tree)
     # bind markers: placeholders become unique plain names, then ':name' once the SQL is text
     marker = f"retention_param_{uuid.uuid4().hex}_"
     tree = tree.transform(lambda n: exp.column(marker + n.this) if isinstance(n, exp.Placeholder) else n)
     try:
-        sql = tree.sql(dialect=dialect, comments=False, unsupported_level=ErrorLevel.RAISE)
-    except SqlglotError as e:
+        sql = tree.sql(dialect=dialect, comments=False, unsupported_level=errors.ErrorLevel.RAISE)
+    except errors.SqlglotError as e:
         raise WhereSqlError(f"cannot be written back as {dialect} SQL: {_first_line(e)}") from None
     # SQLAlchemy's text() reads ':word' as a bind parameter: escape every colon the parser
     # left (inside literals, casts), then turn the markers into the real parameters
@@ -115,7 +121,7 @@ def _compile(text: str, backend: str) -> WhereSql:
 def _check(tree: exp.Expression) -> set[str]:
     params: set[str] = set()
     for node in tree.walk():
-        if isinstance(node, _STATEMENTS):
+        if isinstance(node, _statements()):
             raise WhereSqlError(f"must be one boolean expression; it contains a {type(node).__name__.upper()}")
         if isinstance(node, exp.Lock):
             raise WhereSqlError("takes row locks (FOR UPDATE/SHARE); a condition only reads")

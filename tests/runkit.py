@@ -56,6 +56,19 @@ def audit_rows(url: str) -> list[dict]:
         engine.dispose()
 
 
+def run_hearing(policy: str, subscriber, *, now=None, **kw):
+    """A run of ``policy`` (as ``commands.run`` makes it) whose events ``subscriber`` also hears.
+
+    A test stages what the application does at a moment of the run through the
+    run's events (``retention.events``), e.g. on ``RuleCounted``: counted and
+    guarded, nothing touched yet.
+    """
+    from retention.runtime import Run, mode_for
+    run = Run(policy, mode_for(), now=now, env=HASH_ENV, **kw)
+    run.subscribe(subscriber)
+    return run.execute()
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
     env.update(HASH_ENV)

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from retention.execute import rules
 from retention.execute.pace import CEILING, FIRST_ROWS, Pace, ceiling
 from retention.config import Settings
+from retention.events import RuleCounted
+from tests.runkit import run_hearing
 from tests.shopkit import HOLDS, LOGS_PURGE, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -89,7 +91,7 @@ def test_batch_size_is_a_ceiling_never_passed(shop, monkeypatch):
     assert sum(sizes) == 51 and max(sizes) <= 3
 
 
-def test_rows_that_become_workable_inside_a_range_are_left_to_the_next_run(shop, monkeypatch):
+def test_rows_that_become_workable_inside_a_range_are_left_to_the_next_run(shop):
     # counted: 2 rows; then the app releases the holds on 8 more in the same key range. The computed
     # range would take all 10: its batch is rolled back and redone, stopping at what was counted
     for i in range(1, 6):
@@ -97,15 +99,14 @@ def test_rows_that_become_workable_inside_a_range_are_left_to_the_next_run(shop,
         logs(shop, (2 * i, 2 * i + 1), user_id=i)
         if i > 1:
             shop.insert("legal_holds", dict(id=i, user_id=i, released_at=None))
-    original = rules.guard_state
 
-    def guard_then_app_releases_every_hold(out, plan, allow_large):
-        original(out, plan, allow_large)
-        with shop.engine.begin() as conn:
-            conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
+    def app_releases_every_hold_once_counted(event):
+        if isinstance(event, RuleCounted):
+            with shop.engine.begin() as conn:
+                conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
 
-    monkeypatch.setattr(rules, "guard_state", guard_then_app_releases_every_hold)
-    out = outcome(shop.run(shop.policy(LOGS_PURGE + HOLDS), now=NOW), "logs-purge")
+    out = outcome(run_hearing(shop.policy(LOGS_PURGE + HOLDS), app_releases_every_hold_once_counted, now=NOW),
+                  "logs-purge")
     assert (out.status, out.touch) == ("ok", 2)
     assert shop.count("logs") == 8
     again = outcome(shop.run(shop.policy(LOGS_PURGE + HOLDS), now=NOW), "logs-purge")

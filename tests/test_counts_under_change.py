@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from retention.execute import rules
+from retention.events import RuleCounted
+from tests.runkit import run_hearing
 from tests.shopkit import HOLDS, LOGS_PURGE, USERS_PURGE, outcome
 
 UTC = timezone.utc
@@ -30,39 +31,36 @@ def test_failed_run_counts_still_add_up(sqlite_shop):
     assert out.due == out.protected_total + out.touch + out.unchanged + out.remaining
 
 
-def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(shop, monkeypatch):
+def test_guard_still_bounds_the_run_when_rows_become_workable_after_counting(shop):
     for i in range(1, 6):
         shop.user(i)
         shop.insert("logs", *[dict(id=2 * i + j, user_id=i, ip="10.1.2.3", created_at=OLD) for j in (0, 1)])
         if i > 1:
             shop.insert("legal_holds", dict(id=i, user_id=i, released_at=None))
     policy = shop.policy(LOGS_PURGE + "max_rows = 2\n" + HOLDS)
-    original = rules.guard_state
 
-    def guard_then_app_releases_every_hold(out, plan, allow_large):
-        original(out, plan, allow_large)
-        with shop.engine.begin() as conn:
-            conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
+    def app_releases_every_hold_once_counted(event):
+        if isinstance(event, RuleCounted):
+            with shop.engine.begin() as conn:
+                conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
 
-    monkeypatch.setattr(rules, "guard_state", guard_then_app_releases_every_hold)
-    out = outcome(shop.run(policy, now=NOW), "logs-purge")
+    out = outcome(run_hearing(policy, app_releases_every_hold_once_counted, now=NOW), "logs-purge")
     assert (out.due, out.protected_total) == (10, 8)
     assert shop.count("logs") >= 8, "max_rows = 2, yet the run deleted more"
     assert out.touch <= 2 and adds_up(out)
 
 
-def test_counts_add_up_when_rows_stop_being_due_during_the_run(shop, monkeypatch):
+def test_counts_add_up_when_rows_stop_being_due_during_the_run(shop):
     for i in range(1, 5):
         shop.user(i, status="closed", closed_at=OLD)
-    original = rules.guard_state
 
-    def guard_then_app_reopens_two_accounts(out, plan, allow_large):
-        original(out, plan, allow_large)
-        with shop.engine.begin() as conn:
-            users = shop.t("users")
-            conn.execute(users.update().where(users.c.id > 2).values(status="active", closed_at=None))
+    def app_reopens_two_accounts_once_counted(event):
+        if isinstance(event, RuleCounted):
+            with shop.engine.begin() as conn:
+                users = shop.t("users")
+                conn.execute(users.update().where(users.c.id > 2).values(status="active", closed_at=None))
 
-    monkeypatch.setattr(rules, "guard_state", guard_then_app_reopens_two_accounts)
-    out = outcome(shop.run(shop.policy(USERS_PURGE), now=NOW), "closed-users-purge")
+    out = outcome(run_hearing(shop.policy(USERS_PURGE), app_reopens_two_accounts_once_counted, now=NOW),
+                  "closed-users-purge")
     assert out.touch == 2 and shop.ids("users") == [3, 4]
     assert adds_up(out), (out.due, out.protected_total, out.touch, out.unchanged, out.remaining)

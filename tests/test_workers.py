@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from retention.cli import cli
-from retention.execute import rules
-from tests.runkit import audit_rows, start, state_url_of, wait_for
+from retention.events import RuleCounted
+from tests.runkit import audit_rows, run_hearing, start, state_url_of, wait_for
 from tests.shopkit import HASH_ENV, HOLDS, LOGS_PURGE, cascades, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -75,21 +75,19 @@ def test_workers_keep_cascades_whole(shop):
     assert shop.ids("users") == [] and shop.ids("addresses") == [] and shop.dangling() == []
 
 
-def test_workers_never_touch_more_than_counted(shop, monkeypatch):
+def test_workers_never_touch_more_than_counted(shop):
     # counted: the 10 logs of unheld users; then every hold is released. However the workers
     # share the ranges, together they stop at what was counted
     concurrent(shop)
     held_logs(shop, 30, 1)
-    original = rules.guard_state
 
-    def guard_then_app_releases_every_hold(out, plan, allow_large):
-        original(out, plan, allow_large)
-        with shop.engine.begin() as conn:
-            conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
+    def app_releases_every_hold_once_counted(event):
+        if isinstance(event, RuleCounted):
+            with shop.engine.begin() as conn:
+                conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
 
-    monkeypatch.setattr(rules, "guard_state", guard_then_app_releases_every_hold)
-    out = outcome(shop.run(shop.policy(LOGS_PURGE + HOLDS, settings="batch_size = 3"), now=NOW, workers=3),
-                  "logs-purge")
+    out = outcome(run_hearing(shop.policy(LOGS_PURGE + HOLDS, settings="batch_size = 3"),
+                              app_releases_every_hold_once_counted, now=NOW, workers=3), "logs-purge")
     assert (out.status, out.touch, out.protected_total) == ("ok", 20, 10)
     assert shop.count("logs") == 10
 

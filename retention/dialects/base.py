@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,6 +15,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from retention.durations import Duration
 
 _REGISTRY: dict[str, type["DialectImpl"]] = {}
+#: SQLAlchemy's ``dialect.name`` -> the module that registers its class, imported when first
+#: needed: a policy pays only for its own engines (each pulls in SQLAlchemy's dialect package)
+MODULES = {"sqlite": "retention.dialects.sqlite", "postgresql": "retention.dialects.postgresql",
+           "mysql": "retention.dialects.mysql", "mariadb": "retention.dialects.mysql"}
 
 #: joins a composite key's columns before hashing (DialectImpl.stable_hash)
 KEY_SEPARATOR = "\x1f"
@@ -27,10 +32,12 @@ def register(cls: type["DialectImpl"]) -> type["DialectImpl"]:
 def impl_for(bind: Engine | Connection) -> "DialectImpl":
     """The implementation for an engine or connection, by ``dialect.name``."""
     name = bind.dialect.name
+    if name not in _REGISTRY and name in MODULES:
+        importlib.import_module(MODULES[name])
     try:
         return _REGISTRY[name]()
     except KeyError:
-        supported = ", ".join(sorted(_REGISTRY))
+        supported = ", ".join(sorted(MODULES))
         raise NotImplementedError(f"database dialect '{name}' is not supported (supported: {supported})") from None
 
 
@@ -307,6 +314,13 @@ class DialectImpl:
         the session time zone (so a naive ``:now`` means what the job means)
         and the lock and statement timeouts, which then bound every statement
         the job runs, reads included.
+        """
+
+    def prepare_store(self, engine: Engine) -> None:
+        """Settings for the job's own state store, beside :meth:`prepare_engine` (see retention.state.store).
+
+        Every commit there must be durable when it returns (the audit log is
+        evidence); engines whose commits are durable by default need nothing.
         """
 
     # -- the run lock (retention.locks) ------------------------------------

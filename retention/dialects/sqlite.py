@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 import weakref
 from datetime import date, datetime
 from typing import ClassVar
@@ -297,6 +298,20 @@ class SQLiteImpl(DialectImpl):
             @event.listens_for(engine, "connect")
             def _busy(dbapi_conn, _record):  # pragma: no cover - trivial
                 dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+
+    def prepare_store(self, engine) -> None:
+        # A write-ahead log synced at each commit: as durable as the rollback journal, with one
+        # fsync per commit instead of two and a file deletion (retention.state.store says why).
+        # Only the job's own store: an application database's journal mode is the operator's.
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_conn, _record):  # pragma: no cover - trivial
+            try:
+                dbapi_conn.execute("PRAGMA journal_mode = WAL")    # kept in the file: a no-op once set
+            except sqlite3.OperationalError:
+                pass        # another process is switching it or holds it: this connection keeps the journal
+            # after journal_mode: a build may default WAL connections to NORMAL, which a power cut can undo
+            dbapi_conn.execute("PRAGMA synchronous = FULL")
 
 
 def key_hash(*texts) -> int:

@@ -39,8 +39,9 @@ class BatchHooks:
     def before_commit(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
         """The batch's statements ran; it commits when this returns."""
 
-    def committed(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict) -> None:
-        """The batch is committed."""
+    def committed(self, plan: RulePlan, batch: int, lo, hi, touched: int, cascaded: dict,
+                  seconds: float | None = None) -> None:
+        """The batch is committed; its transaction was open ``seconds``, BEGIN to COMMIT."""
 
     def partition_intent(self, plan: RulePlan, partition: PartitionOutcome) -> None:
         """A whole partition is detached (and dropped); its transaction commits when this returns."""

@@ -24,7 +24,7 @@ from retention.execute.show import show_statement
 from retention.plan import RulePlan
 from retention.report.model import Cascade, RuleOutcome
 from retention.timectx import TimeContext
-from retention.transactions import EnoughRecorded, Recording, Transactions
+from retention.transactions import EnoughRecorded, Held, Recording, Transactions
 
 log = structlog.get_logger("retention.execute")
 
@@ -62,10 +62,7 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
         with tx.read() as conn:
             out = count_rule(conn, plan, ctx, opts)
             whole = None if plan.whole is None else count_touch(conn, plan.whole, opts)
-        if whole is None:
-            guard_state(out, plan, opts.allow_large)
-        else:
-            guard_state(out, plan, opts.allow_large, whole)
+        guard_state(out, plan, opts.allow_large, whole)
         hooks.counted(plan, out)
         if opts.show_sql:
             out.statements = statements(tx, plan, settings, ctx, opts, limit=out.guard.rows)
@@ -247,8 +244,9 @@ class _Batches:
             cascaded = {key: 0 for key in self.lines}
             short: dict[str, int] = {}
             claim, start, hi, number = 0, None, None, None
+            held = Held()
             try:
-                with self.tx.batch() as conn:
+                with self.tx.batch(held) as conn:
                     if rest is not None:
                         size = max(1, min(pace.rows, allowance)) >> halvings if self.exact else pace.rows
                         if not size:
@@ -302,7 +300,7 @@ class _Batches:
                 self.walk.learn(start, hi, touched + sum(short.values()))
             elapsed = time.monotonic() - t0
             pace.learn(touched, elapsed, working)
-        self.hooks.committed(plan, number, start, hi, touched, cascaded)
+        self.hooks.committed(plan, number, start, hi, touched, cascaded, held.seconds)
         log.debug("batch", rule=plan.rule.name, lo=start, hi=hi, rows=touched, next_rows=pace.rows,
                   seconds=round(elapsed, 3))
         return True, (None if rest is None or hi == rest[1] else (hi, rest[1]))
