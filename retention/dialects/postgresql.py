@@ -289,6 +289,8 @@ class PostgreSQLImpl(DialectImpl):
     def values_in(self, column: ColumnElement, keys: list) -> ColumnElement:
         # one array parameter however many keys: nothing to compile or bind per key, and
         # the index is searched with the array's values as an IN list would be
+        if isinstance(column.type, sa.types.NullType):      # a type reflection did not know: no array cast
+            return super().values_in(column, keys)
         return column == sa.any_(sa.bindparam(None, list(keys), type_=ARRAY(column.type)))
 
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
