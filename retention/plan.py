@@ -336,6 +336,26 @@ class Planner:
                 self.conditions(h, hold.active_where, f"hold '{hold.name}'", "active_where"))).correlate(base))
         return sa.or_(*preds) if preds else None
 
+    def _held_through(self, hold: HoldConfig, table_key: str, fk: ForeignKey) -> bool:
+        """Whether every way from a row of ``table_key`` to its subject goes through ``fk`` to the
+        parent row and on by one of the parent's own ways (an order line whose customer is its order's).
+
+        Then ``hold`` protects such a row exactly when it protects that parent,
+        whose term the delete already has: the row's own term, an EXISTS over
+        every child row in each batch's statements, would add nothing.
+        """
+        subject = self.model.subjects[hold.subject]
+        override = self.b.subject_override(table_key)
+        try:
+            paths = subject_paths(self.catalog, table_key, subject.table, subject.key, override)
+            if override is None and owner_paths(self.catalog, table_key, subject.table):
+                return False
+            parents = subject_paths(self.catalog, fk.parent, subject.table, subject.key,
+                                    self.b.subject_override(fk.parent))
+        except LookupError:
+            return False
+        return bool(paths) and all(hops and hops[0] == fk and (hops[1:], key) in parents for hops, key in paths)
+
     def floor_active(self, floor: FloorConfig, base: sa.FromClause) -> sa.ColumnElement:
         """The floor still protects the row: ``clock + keep > now``. A NULL clock has not started it."""
         cp = resolve_column_path(self.catalog, floor.table, floor.clock)
@@ -344,10 +364,18 @@ class Planner:
         return sa.and_(expr.is_not(None), self.not_reached(expr, col_type, self.ctx.cutoff(floor.keep)),
                        self.conditions(base, floor.where, f"floor '{floor.name}'"))
 
-    def direct_protectors(self, table_key: str, base: sa.FromClause, *, whole_row: bool) -> list[Protector]:
-        """Holds and floors on the row itself. ``whole_row=False`` skips column-only floors."""
+    def direct_protectors(self, table_key: str, base: sa.FromClause, *, whole_row: bool,
+                          via: ForeignKey | None = None) -> list[Protector]:
+        """Holds and floors on the row itself. ``whole_row=False`` skips column-only floors.
+
+        ``via``: the row is reached from its parent through this key, whose own
+        protectors already count; holds that can only find the row's subject
+        through that parent are left out (see :meth:`_held_through`).
+        """
         out = []
         for hold in self.model.holds:
+            if via is not None and self._held_through(hold, table_key, via):
+                continue
             pred = self.held(hold, table_key, base)
             if pred is not None:
                 out.append(Protector("hold", hold.name, pred))
@@ -383,7 +411,7 @@ class Planner:
                 terms.append(("children", fk.child, under(child, link)))
                 continue
             # a detach changes the child row, a delete removes it: either way its own protectors count
-            for p in self.direct_protectors(fk.child, child, whole_row=True):
+            for p in self.direct_protectors(fk.child, child, whole_row=True, via=fk):
                 terms.append((p.kind, p.name, under(child, link, p.predicate)))
             if action == "delete":
                 self._descend(fk.child, child, base, [*froms, child], [*links, link], terms)

@@ -132,6 +132,9 @@ class DialectImpl:
     max_bind_params: ClassVar[int | None] = None
     #: an UPDATE/DELETE may read the table it writes in a subquery (MySQL: no)
     writes_may_read_their_table: ClassVar[bool] = True
+    #: a batch's keys bind as one array per key column (:meth:`values_in`, :meth:`row_values_in`),
+    #: so no parameter limit bounds how many keys a batch may take
+    binds_key_arrays: ClassVar[bool] = False
 
     def other_schemas(self, engine: Engine) -> list[str]:
         """Schemas besides the default one whose tables may reference the policy's tables."""
@@ -180,6 +183,10 @@ class DialectImpl:
         """``(a, b) > (1, 2)`` (``op`` one of ``>``, ``<=``): how a batch's range bounds a composite key."""
         left, right = sa.tuple_(*columns), sa.tuple_(*values)
         return left > right if op == ">" else left <= right
+
+    def values_in(self, column: ColumnElement, keys: list) -> ColumnElement:
+        """``a IN (1, 2, ...)``: ``column`` holds one of ``keys`` (a batch's locked keys)."""
+        return column.in_(keys)
 
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""

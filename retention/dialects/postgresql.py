@@ -82,6 +82,7 @@ class PostgreSQLImpl(DialectImpl):
     name: ClassVar[str] = "postgresql"
     supports_for_update = True
     max_bind_params = 30000   # psycopg sends at most 65535 parameters
+    binds_key_arrays = True
 
     def prepare_engine(self, engine: Engine, settings=None) -> None:
         # The job runs many short statements whose predicates look expensive to
@@ -286,6 +287,13 @@ class PostgreSQLImpl(DialectImpl):
             if owner is not None:
                 out[(schema, name)] = owner
         return out
+
+    def values_in(self, column: ColumnElement, keys: list) -> ColumnElement:
+        # one array parameter however many keys: nothing to compile or bind per key, and
+        # the index is searched with the array's values as an IN list would be
+        if isinstance(column.type, sa.types.NullType):      # a type reflection did not know: no array cast
+            return super().values_in(column, keys)
+        return column == sa.any_(sa.bindparam(None, list(keys), type_=ARRAY(column.type)))
 
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         # one array per column, unnested side by side: as many parameters as columns, and no

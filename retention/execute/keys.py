@@ -93,10 +93,10 @@ def _key_of(plan: RulePlan, row) -> object:
 
 def _keys_in(plan: RulePlan, columns, keys: list) -> sa.ColumnElement:
     """``columns`` hold one of the batch's locked ``keys`` (tuples for a composite key)."""
-    if len(columns) == 1:
-        return columns[0].in_(keys)
     if isinstance(keys, sa.ClauseElement):        # --sql shows where the keys go
-        return sa.tuple_(*columns).in_(keys)
+        return columns[0].in_(keys) if len(columns) == 1 else sa.tuple_(*columns).in_(keys)
+    if len(columns) == 1:
+        return plan.impl.values_in(columns[0], keys)
     # the engine may have a better form than a long list of row values (PostgreSQL's parser
     # recurses once per row and overflows its stack on a batch of thousands)
     return plan.impl.row_values_in(list(columns), keys)

@@ -113,9 +113,10 @@ def _enforce(tx: Transactions, plan: RulePlan, settings: Settings, ctx: TimeCont
     counted under ``out.not_done`` and the batches move on past it.  ``hooks``
     hear of each batch before it commits and after, and may ask the run to stop.
     """
-    # a batch's locked keys are bound one parameter per key column
+    # a batch's locked keys are bound one parameter per key column, unless as arrays
+    per_key = _locks_parents(plan) and not plan.impl.binds_key_arrays
     pace = Pace(settings.max_batch_seconds,
-                ceiling(settings, len(plan.pk_columns) if _locks_parents(plan) else None, plan.impl.max_bind_params))
+                ceiling(settings, len(plan.pk_columns) if per_key else None, plan.impl.max_bind_params))
     lines = dict(zip(empty_cascades(plan), out.cascades))
     met: dict[str, int] = {}
     try:
