@@ -174,6 +174,11 @@ class DialectImpl:
         left, right = sa.tuple_(*columns), sa.tuple_(*values)
         return left > right if op == ">" else left <= right
 
+    def open_below(self, columns: list, upto: ColumnElement) -> ColumnElement:
+        """A batch's first range, ``upto`` (``key <= hi``) with no lower bound, as the engine
+        best finds it: by default ``upto`` itself."""
+        return upto
+
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)

@@ -159,6 +159,13 @@ class SQLiteImpl(DialectImpl):
                                            not any(notnull.get((table, c)) for c in columns)))
         return graph
 
+    def open_below(self, columns: list, upto: ColumnElement) -> ColumnElement:
+        # SQLite's planner takes "key <= ?" alone for half the key's index and may prefer an
+        # index of the rule's clock: a first batch over a text key then read half the table
+        # (3.8 s on a million rows, holding the write lock). "key IS NOT NULL", which
+        # "key <= ?" implies, makes it a range of the key's index from its first entry.
+        return sa.and_(upto, columns[0].is_not(None))
+
     def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
         # GLOB is case-sensitive and, without '*', matches the whole string up to a NUL:
         # exact length, once a NUL is ruled out
