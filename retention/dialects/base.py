@@ -188,6 +188,11 @@ class DialectImpl:
         """``a IN (1, 2, ...)``: ``column`` holds one of ``keys`` (a batch's locked keys)."""
         return column.in_(keys)
 
+    def open_below(self, columns: list, upto: ColumnElement) -> ColumnElement:
+        """A batch's first range, ``upto`` (``key <= hi``) with no lower bound, as the engine
+        best finds it: by default ``upto`` itself."""
+        return upto
+
     def row_values_in(self, columns: list, keys: list[tuple]) -> ColumnElement:
         """``(a, b) IN ((1, 2), (3, 4), ...)``: the row of ``columns`` is one of ``keys``."""
         return sa.tuple_(*columns).in_(keys)

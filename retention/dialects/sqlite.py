@@ -20,6 +20,13 @@ from retention.dialects.base import (KEY_SEPARATOR, CatalogGraph, DialectImpl, R
 
 _BEGIN_MODE = "retention_begin"
 
+#: the page cache of each job connection, in KiB (SQLite's default is 2,000 KiB).  A batch
+#: dirties pages all over the table's secondary indexes; once they outgrow the cache, SQLite
+#: writes them out mid-transaction (syncing its journal first) and reads them back: measured on
+#: 200,000 rows, a batch's statements took half as long with a 64 MiB cache.  It is memory, not
+#: durability, and bounded whatever the table's size; 32 MiB keeps a run's peak RSS near 110 MB.
+CACHE_KIB = 32768
+
 _D = "[0-9]"
 _DAY = f"{_D * 4}-{_D * 2}-{_D * 2}"
 _SECOND = f"{_DAY} {_D * 2}:{_D * 2}:{_D * 2}"
@@ -152,6 +159,13 @@ class SQLiteImpl(DialectImpl):
             graph.fks.append(RawForeignKey((None, table), columns, (None, parent), tuple(pcols),
                                            not any(notnull.get((table, c)) for c in columns)))
         return graph
+
+    def open_below(self, columns: list, upto: ColumnElement) -> ColumnElement:
+        # SQLite's planner takes "key <= ?" alone for half the key's index and may prefer an
+        # index of the rule's clock: a first batch over a text key then read half the table
+        # (3.8 s on a million rows, holding the write lock). "key IS NOT NULL", which
+        # "key <= ?" implies, makes it a range of the key's index from its first entry.
+        return sa.and_(upto, columns[0].is_not(None))
 
     def hex_token_match(self, col: ColumnElement, prefix: str, length: int) -> ColumnElement | None:
         # GLOB is case-sensitive and, without '*', matches the whole string up to a NUL:
@@ -292,13 +306,13 @@ class SQLiteImpl(DialectImpl):
         @event.listens_for(engine, "connect")
         def _key_hash(dbapi_conn, _record):  # pragma: no cover - trivial
             dbapi_conn.create_function("retention_key_hash", -1, key_hash, deterministic=True)
+            _raise_cache(dbapi_conn, CACHE_KIB)
         if settings is not None:
             busy_ms = int(duration_ms(settings.lock_timeout))
 
             @event.listens_for(engine, "connect")
             def _busy(dbapi_conn, _record):  # pragma: no cover - trivial
                 dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-
 
     def prepare_store(self, engine) -> None:
         # A write-ahead log synced at each commit: as durable as the rollback journal, with one
@@ -312,6 +326,15 @@ class SQLiteImpl(DialectImpl):
                 pass        # another process is switching it or holds it: this connection keeps the journal
             # after journal_mode: a build may default WAL connections to NORMAL, which a power cut can undo
             dbapi_conn.execute("PRAGMA synchronous = FULL")
+
+
+def _raise_cache(dbapi_conn, kib: int) -> None:
+    """Give the connection a page cache of at least ``kib`` KiB (never shrink a larger one)."""
+    size = dbapi_conn.execute("PRAGMA cache_size").fetchone()[0]
+    if size > 0:        # a count of pages, not KiB
+        size = -size * dbapi_conn.execute("PRAGMA page_size").fetchone()[0] // 1024
+    if -size < kib:
+        dbapi_conn.execute(f"PRAGMA cache_size = -{int(kib)}")
 
 
 def key_hash(*texts) -> int:

@@ -112,7 +112,7 @@ def _beyond(plan: RulePlan, op: str, key) -> sa.ColumnElement:
 
 def _range(plan: RulePlan, lo, hi) -> sa.ColumnElement:
     upto = _beyond(plan, "<=", hi)
-    return sa.and_(upto) if lo is None else sa.and_(_beyond(plan, ">", lo), upto)
+    return plan.impl.open_below(list(plan.pk_columns), upto) if lo is None else sa.and_(_beyond(plan, ">", lo), upto)
 
 
 def stepped(plan: RulePlan) -> bool:
