@@ -240,6 +240,9 @@ class DialectImpl:
         """
         return True
 
+    #: batches may walk ranges of where rows are stored (:meth:`heap_pages`, :meth:`page_range`)
+    page_ranges: ClassVar[bool] = False
+
     def heap_pages(self, conn: Connection, table: sa.Table) -> int | None:
         """How many pages ``table``'s rows are stored on, where batches can walk them as ranges of
         physical rows (:meth:`page_range`); None where they cannot (the engine has no such ranges, the

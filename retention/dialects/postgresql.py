@@ -121,6 +121,8 @@ class PostgreSQLImpl(DialectImpl):
             "OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = CAST(:t AS regclass) AND rulename <> '_RETURN')"),
             {"t": name}).scalar())
 
+    page_ranges = True
+
     def heap_pages(self, conn, table: sa.Table) -> int | None:
         # TID Range Scans came with PostgreSQL 14: before, a ctid range is a filter on a whole scan.
         # A partitioned table (or one with inheritance children) has a ctid per partition and no

@@ -148,10 +148,15 @@ def _walk(tx: Transactions, plan: RulePlan, exact: bool, rows: int) -> KeyWalk |
     (NOT_DONE); a table with triggers or rules keeps a bound query per batch so
     that the selected rows are counted.
     """
+    keys = stepped(plan)
+    if not keys and not plan.impl.page_ranges:
+        return None
+    if keys and not exact:
+        return KeyWalk()
     with tx.read() as conn:
         if exact and plan.impl.rewrites_writes(conn, plan.table.table):
             return None
-        if stepped(plan):
+        if keys:
             return KeyWalk()
         pages = pages_of(conn, plan)
     return None if pages is None else PageWalk(pages, rows)
