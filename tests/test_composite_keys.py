@@ -87,6 +87,9 @@ def test_the_batch_statements_compare_row_values_and_never_use_offset(shop):
         # no index serves a row-value comparison there: the bound is spelled out column by column
         assert "(shipments.region, shipments.id) <" not in sql and "(shipments.region, shipments.id) >" not in sql
         assert "shipments.region <=" in sql and "shipments.id <=" in sql
+    elif shop.engine.dialect.name == "postgresql":
+        # batches walk the table's pages there, whatever the key: no key is compared at all
+        assert "shipments.ctid >=" in sql and "(shipments.region, shipments.id) >" not in sql
     else:
         assert "(shipments.region, shipments.id) >" in sql or "(shipments.region, shipments.id) <=" in sql
 

@@ -259,6 +259,20 @@ class DialectImpl:
         """
         return True
 
+    #: batches may walk ranges of where rows are stored (:meth:`heap_pages`, :meth:`page_range`)
+    page_ranges: ClassVar[bool] = False
+
+    def heap_pages(self, conn: Connection, table: sa.Table) -> int | None:
+        """How many pages ``table``'s rows are stored on, where batches can walk them as ranges of
+        physical rows (:meth:`page_range`); None where they cannot (the engine has no such ranges, the
+        table is partitioned or has children): batches then walk key ranges."""
+        return None
+
+    def page_range(self, table: sa.Table, lo: int, hi: int) -> ColumnElement:
+        """The rows of ``table`` stored on pages ``lo`` up to (not including) ``hi``, as the engine
+        finds them without an index (only where :meth:`heap_pages` gives a number)."""
+        raise NotImplementedError(f"{self.name} has no physical row ranges")
+
     #: SQLSTATEs after which a batch is rolled back and tried again: a foreign-key violation
     #: (a child committed under a row being deleted), a serialization failure, a deadlock
     retry_sqlstates: ClassVar[frozenset[str]] = frozenset({"23503", "40001", "40P01"})

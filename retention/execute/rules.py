@@ -18,7 +18,8 @@ from retention.execute.count import count_rule, count_touch
 from retention.execute.errors import describe_error
 from retention.execute.keys import KeyWalk, _beyond, _next_bound, _range, stepped
 from retention.execute.options import BatchHooks, ExecOptions
-from retention.execute.pace import Pace, ceiling
+from retention.execute.pace import AIM, Pace, ceiling
+from retention.execute.pages import PageWalk, pages_of
 from retention.execute.partitions import take_partitions
 from retention.execute.show import show_statement
 from retention.plan import RulePlan
@@ -135,31 +136,48 @@ class _OverAllowance(RangeTooLarge):
     """A computed range held more rows than the run may still touch: roll its batch back."""
 
 
-def _walk(tx: Transactions, plan: RulePlan, exact: bool) -> KeyWalk | None:
+def _walk(tx: Transactions, plan: RulePlan, exact: bool, rows: int) -> KeyWalk | PageWalk | None:
     """Computed ranges where they are safe, else None (each batch's bound found by a query).
 
-    A statement that changes fewer rows than a batch selected is how the job
-    sees a trigger or rule refusing a row (NOT_DONE); a table with triggers or
-    rules keeps a bound query per batch so that the selected rows are counted.
+    Over an integer key, key ranges (:class:`KeyWalk`); over any other key,
+    page ranges where the engine has them (:class:`PageWalk`, starting from
+    the ``rows`` the run counted).  A statement that changes fewer rows than a
+    batch selected is how the job sees a trigger or rule refusing a row
+    (NOT_DONE); a table with triggers or rules keeps a bound query per batch so
+    that the selected rows are counted.
     """
-    if not stepped(plan):
+    keys = stepped(plan)
+    if not keys and not plan.impl.page_ranges:
         return None
-    if exact:
-        with tx.read() as conn:
-            if plan.impl.rewrites_writes(conn, plan.table.table):
-                return None
-    return KeyWalk()
+    if keys and not exact:
+        return KeyWalk()
+    with tx.read() as conn:
+        if exact and plan.impl.rewrites_writes(conn, plan.table.table):
+            return None
+        if keys:
+            return KeyWalk()
+        pages = pages_of(conn, plan)
+    return None if pages is None else PageWalk(pages, rows)
 
 
-def _next_range(conn, plan: RulePlan, pred: sa.ColumnElement, lo, walk: KeyWalk | None, rows: int,
-                allowance: int, exact: bool) -> tuple:
+def _next_range(conn, plan: RulePlan, pred: sa.ColumnElement, lo, walk: KeyWalk | PageWalk | None, rows: int,
+                allowance: int, exact: bool, seconds: float = 0.0) -> tuple:
     """The next batch's range as ``(lo, hi, selected, computed)``, read in the batch's transaction.
 
     ``hi`` is None when no row is left.  Unless the range is ``computed`` (no
     query reads it before the write), a query found its rows, stopping at the
     allowance where every candidate is touched, and ``selected`` is how many
-    there are (when each of them is to be touched, else None).
+    there are (when each of them is to be touched, else None).  Page ranges
+    are always computed; ``seconds`` is what a batch's statements should take.
     """
+    if isinstance(walk, PageWalk):
+        lo = lo or 0
+        if lo >= walk.end:
+            # the end as the walk knew it: pages added meanwhile are walked too
+            walk.end = pages_of(conn, plan) or 0
+            if lo >= walk.end:
+                return lo, None, 0, False
+        return lo, walk.step(lo, rows, seconds), None, True
     size = max(1, min(rows, allowance)) if exact else rows
     if walk is None:
         hi, selected = _next_bound(conn, plan, pred, lo, size, counted=True)
@@ -191,7 +209,7 @@ class _Batches:
         self.tx, self.plan, self.ctx, self.opts, self.out = tx, plan, ctx, opts, out
         self.limit, self.pace, self.lines, self.met, self.hooks = limit, pace, lines, met, hooks
         self.candidates, self.exact = _candidates(plan, opts)
-        self.walk = _walk(tx, plan, self.exact)
+        self.walk = _walk(tx, plan, self.exact, limit - out.touch)
         self.lock = threading.Lock()
         self.lo = None              # where the next range starts
         # rows of batches committed or committing, refused rows included; whole partitions
@@ -225,7 +243,7 @@ class _Batches:
 
     def work(self) -> None:
         """Take ranges and run their batches until none is left, the allowance is used up, or a stop."""
-        rest = None                     # (lo, hi): what is left of this worker's range, done by bounded batches
+        rest = None                     # what is left of this worker's range, done by bounded batches (_rest)
         while (rest is not None or not self.done) and self.failed is None and not self.hooks.stop_requested():
             with self.lock:
                 allowance = self.limit - self.claimed
@@ -252,15 +270,16 @@ class _Batches:
                         size = max(1, min(pace.rows, allowance)) >> halvings if self.exact else pace.rows
                         if not size:
                             return False, None
-                        start, hi, selected = _within(conn, plan, self.candidates, rest, size, self.exact)
+                        start, hi, selected, last = _within(conn, plan, self.candidates, rest, size, self.exact)
                         computed = False
                     else:
                         start, hi, selected, computed = self._take(conn, allowance)
                     if hi is None:
                         return rest is not None, None
                     w0 = time.monotonic()
-                    touched = _batch(conn, plan, self.ctx, self.opts, _range(plan, start, hi), cascaded, allowance,
-                                     short=short, selected=selected, cap=pace.ceiling if computed else None)
+                    touched = _batch(conn, plan, self.ctx, self.opts, self._where(start, hi, rest), cascaded,
+                                     allowance, short=short, selected=selected,
+                                     cap=pace.ceiling if computed else None)
                     working = time.monotonic() - w0
                     claim = touched + short.get("cancelled", 0) + short.get("changed", 0)
                     with self.lock:
@@ -270,14 +289,14 @@ class _Batches:
                         self.claimed += claim
                         self.numbered += 1
                         number = self.numbered
-                    self.hooks.before_commit(plan, number, start, hi, touched, cascaded)
+                    self.hooks.before_commit(plan, number, *self._bounds(start, hi, rest), touched, cascaded)
                 break
             except RangeTooLarge:       # over the allowance, or a computed range over the ceiling
                 if allowance <= 0:
                     return False, None
                 if rest is not None:
                     halvings += 1       # rows keep arriving in the range: ask for fewer
-                rest = (start, hi) if rest is None else rest
+                rest = self._rest(start, hi) if rest is None else rest
             except BaseException as e:
                 if claim:
                     with self.lock:
@@ -288,7 +307,7 @@ class _Batches:
                     raise
                 log.warning("batch_retry", rule=plan.rule.name, attempt=attempt, error=describe_error(e))
                 if rest is None and hi is not None:
-                    rest = (start, hi)
+                    rest = self._rest(start, hi)
         # committed: only now does the batch count
         with self.lock:
             self.out.touch += touched
@@ -297,14 +316,39 @@ class _Batches:
                 self.lines[key].rows += n
             for reason, n in short.items():
                 _tally(self.met, reason, n)
-            if computed:
+            if isinstance(self.walk, PageWalk) and computed:
+                self.walk.learn(start, hi, touched + sum(short.values()), working)
+            elif computed:
                 self.walk.learn(start, hi, touched + sum(short.values()))
             elapsed = time.monotonic() - t0
             pace.learn(touched, elapsed, working)
-        self.hooks.committed(plan, number, start, hi, touched, cascaded, held.seconds)
-        log.debug("batch", rule=plan.rule.name, lo=start, hi=hi, rows=touched, next_rows=pace.rows,
+        lo_, hi_ = self._bounds(start, hi, rest)
+        self.hooks.committed(plan, number, lo_, hi_, touched, cascaded, held.seconds)
+        log.debug("batch", rule=plan.rule.name, lo=lo_, hi=hi_, rows=touched, next_rows=pace.rows,
                   seconds=round(elapsed, 3))
-        return True, (None if rest is None or hi == rest[1] else (hi, rest[1]))
+        return True, (None if rest is None or last else (hi, rest[1], rest[2]))
+
+    def _pages(self, rest: tuple | None) -> bool:
+        """Whether the batch's range is a computed page range (not a rest, whose bounds are keys)."""
+        return rest is None and isinstance(self.walk, PageWalk)
+
+    def _where(self, start, hi, rest: tuple | None) -> sa.ColumnElement:
+        """The rows of the batch's range: pages ``[start, hi)``, or keys ``(start, hi]`` (inside a rest's pages)."""
+        if self._pages(rest):
+            return self.plan.impl.page_range(self.plan.table.table, start, hi)
+        keys = _range(self.plan, start, hi)
+        return keys if rest is None or rest[2] is None else sa.and_(rest[2], keys)
+
+    def _bounds(self, start, hi, rest: tuple | None) -> tuple:
+        """The batch's bounds as the hooks (the audit log) see them: keys, or pages (not personal data)."""
+        return (f"page {start}", f"page {hi}") if self._pages(rest) else (start, hi)
+
+    def _rest(self, start, hi) -> tuple:
+        """A computed range found too large, as ``(lo, hi, scope)``: keys after ``lo`` up to ``hi``
+        (None: no bound), within the rows ``scope`` selects (a page range; None: the keys alone)."""
+        if isinstance(self.walk, PageWalk):
+            return None, None, self.plan.impl.page_range(self.plan.table.table, start, hi)
+        return start, hi, None
 
     def _take(self, conn, allowance: int) -> tuple:
         """The next range ``(lo, hi, selected, computed)``, taken under the lock."""
@@ -316,7 +360,8 @@ class _Batches:
             # one over the ceiling is done again (with few rows, cheaply; with many, rarely)
             margin = pace.ceiling // 5 if pace.ceiling >= 50 else 0
             aim = pace.rows if self.walk is None or pace.rows < pace.ceiling - margin else pace.ceiling - margin
-            taken = _next_range(conn, self.plan, self.candidates, self.lo, self.walk, aim, allowance, self.exact)
+            taken = _next_range(conn, self.plan, self.candidates, self.lo, self.walk, aim, allowance, self.exact,
+                                seconds=pace.seconds * AIM)
             if taken[1] is None:
                 self.done = True
             else:
@@ -325,11 +370,13 @@ class _Batches:
 
 
 def _within(conn, plan: RulePlan, pred: sa.ColumnElement, rest: tuple, size: int, exact: bool) -> tuple:
-    """The next ``size`` rows of ``pred`` inside the range ``rest`` = (lo, hi]: ``(lo, their last key, count)``."""
-    lo, hi = rest
-    inside = sa.and_(pred, _beyond(plan, "<=", hi))
+    """The next ``size`` rows of ``pred`` inside ``rest`` (see ``_Batches._rest``):
+    ``(lo, their last key, count, whether they are the last of the rest)``."""
+    lo, hi, scope = rest
+    inside = sa.and_(pred, *([] if hi is None else [_beyond(plan, "<=", hi)]), *([] if scope is None else [scope]))
     found, selected = _next_bound(conn, plan, inside, lo, size, counted=True)
-    return lo, found, (int(selected) if exact and found is not None else None)
+    last = found is None or (hi is not None and found == hi) or (scope is not None and int(selected) < size)
+    return lo, found, (int(selected) if exact and found is not None else None), last
 
 
 def workers(tx: Transactions, plan: RulePlan, opts: ExecOptions) -> int:
