@@ -43,8 +43,8 @@ def test_pg_block_child_committed_while_the_batch_waits_for_its_parent_lock(pg_s
     app = shop.engine.connect()
     original, staged = rules._next_range, {}
 
-    def next_range_then_app_writes_a_note(*args):
-        found = original(*args)
+    def next_range_then_app_writes_a_note(*args, **kw):
+        found = original(*args, **kw)
         if not staged:
             # the app writes a note on user 2 (holding its FOR KEY SHARE lock) and commits a moment
             # later, while our SELECT ... FOR UPDATE waits for that lock

@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from retention.dialects import impl_for
 from retention.execute import rules
 from retention.execute.pages import PageWalk
+from retention.events import RuleCounted
+from tests.runkit import run_hearing
 from tests.shopkit import HASH_ENV, HOLDS, extra_tables, outcome
 
 pytestmark = pytest.mark.postgresql
@@ -216,15 +218,13 @@ def test_a_page_range_never_touches_more_than_the_run_counted(pg_shop, monkeypat
         shop.user(u)
     notes(shop, 14, user=lambda i: 1 if i % 5 == 0 else 2)
     shop.insert("legal_holds", dict(id=1, user_id=2, released_at=None))
-    original = rules.guard_state
+    def app_releases_the_hold_once_counted(event):
+        if isinstance(event, RuleCounted):
+            with shop.engine.begin() as conn:
+                conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
 
-    def guard_then_app_releases_the_hold(out, plan, allow_large):
-        original(out, plan, allow_large)
-        with shop.engine.begin() as conn:
-            conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
-
-    monkeypatch.setattr(rules, "guard_state", guard_then_app_releases_the_hold)
-    out = outcome(shop.run(shop.policy(NOTES_PURGE + HOLDS), now=NOW), "notes-purge")
+    out = outcome(run_hearing(shop.policy(NOTES_PURGE + HOLDS), app_releases_the_hold_once_counted, now=NOW),
+                  "notes-purge")
     assert (out.status, out.touch) == ("ok", 3)
     assert len(pages(shop)) == 11
     again = outcome(shop.run(shop.policy(NOTES_PURGE + HOLDS), now=NOW), "notes-purge")

@@ -59,8 +59,8 @@ def test_sqlite_batch_survives_an_app_commit_between_its_read_and_its_write(sqli
         finally:
             app.close()
 
-    def next_range_then_app_writes(*args):
-        found = original(*args)
+    def next_range_then_app_writes(*args, **kw):
+        found = original(*args, **kw)
         if not threads:   # the app logs a new request while our first batch is open
             threads.append(threading.Thread(target=app_write))
             threads[0].start()
