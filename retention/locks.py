@@ -34,8 +34,10 @@ state store's writer lock.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,6 +54,9 @@ from retention.state.tables import leases as L
 from retention.timectx import utcnow
 
 LEASE_SECONDS = 60
+#: a shard checking that no whole run holds its lock tries this many times, this many seconds
+#: apart (and up to twice that, so that shards started together do not probe in step)
+PROBE_TRIES, PROBE_PAUSE = 5, 0.1
 
 
 def hostname() -> str:
@@ -200,16 +205,31 @@ class RunLock:
             if scope is not None and scope.shard is not None and scope != self.sharding \
                     and self.sharding.excludes(scope):
                 others.append(scope.name)
+        tag = f"retention run={self.run_id} pid={self.pid} host={self.host}"
         for other in others:
-            # free: nobody holds it (a record left behind is a killed shard's); held: barred
-            if impl.try_session_lock(conn, other, f"retention run={self.run_id} pid={self.pid} host={self.host}"):
-                impl.release_session_lock(conn, other)
-                conn.commit()
+            # free: nobody holds it (a record left behind is a killed shard's); held: barred.  Shards
+            # started together probe ``run`` at the same moment, each holding it for an instant: a
+            # holder is only believed once it still holds it after PROBE_TRIES tries
+            if self._probe(impl, conn, other, tag):
                 continue
             holder = self._describe(impl.session_lock_holder(conn, other), base + ("" if other == "run" else f"#{other}"))
             conn.rollback()
             raise LockHeld(f"another run holds the lock on database '{name}' ({other}, which {self.scope} "
                            f"cannot run beside): {holder}; nothing was touched")
+
+    @staticmethod
+    def _probe(impl: DialectImpl, conn: Connection, scope: str, tag: str) -> bool:
+        """Whether nobody holds ``scope``'s session lock: taken and released at once, or held
+        throughout :data:`PROBE_TRIES` tries (another shard's probe holds it only for an instant)."""
+        for attempt in range(PROBE_TRIES):
+            if impl.try_session_lock(conn, scope, tag):
+                impl.release_session_lock(conn, scope)
+                conn.commit()
+                return True
+            conn.rollback()
+            if attempt + 1 < PROBE_TRIES:
+                time.sleep(PROBE_PAUSE * (1 + random.random()))
+        return False
 
     def _describe(self, holder: LockHolder | None, ident: str) -> str:
         if holder is None:

@@ -201,3 +201,36 @@ def test_scopes_on_postgresql_lock_apart_and_name_their_holder(pg_url, tmp_path)
     finally:
         engine.dispose()
         store.close()
+
+
+def test_a_shard_is_not_refused_by_another_shard_checking_for_a_whole_run(maria_shop):
+    # shards started together each take the whole run's lock for an instant, to see that no whole
+    # run holds it: a shard meeting another's check waits it out; a whole run's lock still bars it
+    import threading
+
+    from retention.locks import LockScope
+    from retention.shards import Shard
+    shop = maria_shop
+    policy = shop.policy(LOGS_PURGE)
+    store = open_store(state_url_of(policy), policy)
+    engine = sa.create_engine(shop.url)
+    checking = _holding(shop, run_lock_name(_database(shop), "run"))
+    released = threading.Timer(0.15, lambda: checking.execute(sa.text("SELECT RELEASE_LOCK(:n)"),
+                                                               {"n": run_lock_name(_database(shop), "run")}))
+    try:
+        released.start()
+        shard = RunLock(store, {"shop": engine}, "r-shard", scope=LockScope.of(Shard(1, 4)))
+        shard.acquire()
+        shard.release()
+        released.join()
+        whole = _holding(shop, run_lock_name(_database(shop), "run"))
+        try:
+            with pytest.raises(LockHeld, match=r"\(run, which shard 2/4 cannot run beside\)"):
+                RunLock(store, {"shop": engine}, "r-barred", scope=LockScope.of(Shard(2, 4))).acquire()
+        finally:
+            whole.invalidate()
+    finally:
+        released.cancel()
+        checking.invalidate()
+        engine.dispose()
+        store.close()
