@@ -11,20 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from retention.dialects.base import impl_for
-from tests.shopkit import cascades, outcome
+from tests.shopkit import USERS_PURGE, cascades, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 OLD = datetime(2020, 1, 1)
 
-CLOSED_USERS = """
-[[rules]]
-name = "closed-users"
-table = "shop.users"
-clock = "closed_at"
-after = "30d"
-action = "delete"
-max_fraction = 1.0
-
+# the closed users' purge, their orders and order items deleted with them
+CLOSED_USERS = USERS_PURGE + """
 [tables."shop.orders"]
 on_parent_delete = "delete"
 
@@ -44,7 +37,7 @@ def test_a_batch_binds_more_keys_than_the_engine_binds_parameters_where_keys_are
     # a low parameter limit stands for the real one (30,000) so that a batch can pass it quickly
     monkeypatch.setattr(impl, "max_bind_params", 100)
     _closed_users_with_orders(shop, 300)
-    out = outcome(shop.run(shop.policy(CLOSED_USERS), now=NOW), "closed-users")
+    out = outcome(shop.run(shop.policy(CLOSED_USERS), now=NOW), "closed-users-purge")
     assert (out.status, out.touch) == ("ok", 300)
     assert cascades(out) == {"shop.orders:delete": 300, "shop.order_items:delete": 600}
     if impl.binds_key_arrays:

@@ -14,21 +14,14 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.shopkit import Shop, outcome, protected
+from tests.shopkit import HOLDS, Shop, outcome, protected
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 OLD, RECENT = datetime(2024, 1, 1), datetime(2025, 5, 31, 12)
 
 #: two holds over one register: "litigation" (active holds), then "audit" (any hold, released or not);
 #: a floor on large orders; order_items block the delete of their order (no on_parent_delete)
-POLICY = """
-[[holds]]
-name = "litigation"
-table = "shop.legal_holds"
-subject = "customer"
-subject_column = "user_id"
-active_where = { released_at = { is_null = true } }
-
+POLICY = HOLDS + """
 [[holds]]
 name = "audit"
 table = "shop.legal_holds"
