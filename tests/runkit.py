@@ -115,3 +115,21 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Statements:
+    """Every statement sent to the application's database while the block runs (not the state store's)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def __enter__(self):
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc):
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn, cursor, statement, *_):
+        if "retention_" not in statement:
+            self.sent.append(" ".join(statement.split()))

@@ -18,7 +18,7 @@ from retention.execute import rules
 from retention.execute.pace import CEILING, FIRST_ROWS, Pace, ceiling
 from retention.config import Settings
 from retention.events import RuleCounted
-from tests.runkit import run_hearing
+from tests.runkit import Statements, run_hearing
 from tests.shopkit import HOLDS, LOGS_PURGE, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -27,24 +27,6 @@ OLD = datetime(2020, 1, 1)
 
 def logs(shop, ids, **row) -> None:
     shop.insert("logs", *[dict(dict(id=i, user_id=None, ip="10.1.2.3", created_at=OLD), **row) for i in ids])
-
-
-class Statements:
-    """Every statement sent to the application's database while the block runs (not the state store's)."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def __enter__(self):
-        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
-        return self
-
-    def __exit__(self, *exc):
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
-
-    def _record(self, conn, cursor, statement, *_):
-        if "retention_" not in statement:
-            self.sent.append(" ".join(statement.split()))
 
 
 def test_no_statement_reads_a_batch_before_its_write(shop):

@@ -21,7 +21,7 @@ from retention.dialects import impl_for
 from retention.execute import rules
 from retention.execute.pages import PageWalk
 from retention.events import RuleCounted
-from tests.runkit import run_hearing
+from tests.runkit import Statements, run_hearing
 from tests.shopkit import HASH_ENV, HOLDS, extra_tables, outcome
 
 pytestmark = pytest.mark.postgresql
@@ -111,22 +111,6 @@ def grow(shop, i: int) -> None:
     """The application rewrites row ``i`` longer: it no longer fits on its page and moves."""
     with shop.engine.begin() as conn:
         conn.execute(shop.t("notes").update().where(shop.t("notes").c.id == key(i)).values(body="y" * 1500))
-
-
-class Statements:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def __enter__(self):
-        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
-        return self
-
-    def __exit__(self, *exc):
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
-
-    def _record(self, conn, cursor, statement, *_):
-        if "retention_" not in statement:
-            self.sent.append(" ".join(statement.split()))
 
 
 def test_a_uuid_key_is_deleted_over_page_ranges_with_no_bound_query(pg_shop, monkeypatch):
