@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from datetime import datetime
@@ -100,6 +101,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
 #: a batch that meets one of these (a child committed under a row being deleted, a deadlock)
 #: is rolled back and tried again, at most this many times in all
 BATCH_ATTEMPTS = 3
+#: seconds a batch waits before it is tried again, times its attempt, give or take half
+RETRY_PAUSE = 0.05
 
 
 _NO_MORE = object()
@@ -306,6 +309,9 @@ class _Batches:
                 if not isinstance(e, SQLAlchemyError) or attempt >= BATCH_ATTEMPTS or not plan.impl.retryable(e):
                     raise
                 log.warning("batch_retry", rule=plan.rule.name, attempt=attempt, error=describe_error(e))
+                # the transactions that collided (workers, shards, the application) would meet again if
+                # all retried at once: each waits a random moment, longer after each attempt
+                time.sleep(RETRY_PAUSE * attempt * (0.5 + random.random()))
                 if rest is None and hi is not None:
                     rest = self._rest(start, hi)
         # committed: only now does the batch count
