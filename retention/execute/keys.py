@@ -155,8 +155,8 @@ class KeyWalk:
         """The ``hi`` of a computed range after ``lo`` meant to hold about ``rows`` rows."""
         return lo + max(1, int(rows / self.density))
 
-    def learn(self, lo: int, hi: int, rows: int) -> None:
-        """The computed range ``(lo, hi]`` held ``rows`` rows."""
+    def learn(self, lo: int, hi: int, rows: int, seconds: float | None = None) -> None:
+        """The computed range ``(lo, hi]`` held ``rows`` rows (in ``seconds``: the density alone sizes key ranges)."""
         self.seek = rows == 0
         if rows:
             self.density = rows / max(hi - lo, 1)

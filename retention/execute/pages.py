@@ -77,6 +77,16 @@ class PageWalk:
             want = min(want, seconds / self.page_seconds)
         return lo + max(1, int(want))
 
+    def next_range(self, conn, plan: RulePlan, lo: int | None, rows: int, seconds: float) -> tuple:
+        """``(lo, hi)`` of the next range from page ``lo`` (None: the first page); ``hi`` None: no page left."""
+        lo = lo or 0
+        if lo >= self.end:
+            # the end as the walk knew it: pages added meanwhile are walked too
+            self.end = pages_of(conn, plan) or 0
+            if lo >= self.end:
+                return lo, None
+        return lo, self.step(lo, rows, seconds)
+
     def learn(self, lo: int, hi: int, rows: int, seconds: float) -> None:
         """The range ``[lo, hi)`` held ``rows`` rows, its statements took ``seconds``."""
         self.span = max(1, hi - lo)

@@ -174,13 +174,8 @@ def _next_range(conn, plan: RulePlan, pred: sa.ColumnElement, lo, walk: KeyWalk 
     are always computed; ``seconds`` is what a batch's statements should take.
     """
     if isinstance(walk, PageWalk):
-        lo = lo or 0
-        if lo >= walk.end:
-            # the end as the walk knew it: pages added meanwhile are walked too
-            walk.end = pages_of(conn, plan) or 0
-            if lo >= walk.end:
-                return lo, None, 0, False
-        return lo, walk.step(lo, rows, seconds), None, True
+        lo, hi = walk.next_range(conn, plan, lo, rows, seconds)
+        return lo, hi, (0 if hi is None else None), hi is not None
     size = max(1, min(rows, allowance)) if exact else rows
     if walk is None:
         hi, selected = _next_bound(conn, plan, pred, lo, size, counted=True)
@@ -322,10 +317,8 @@ class _Batches:
                 self.lines[key].rows += n
             for reason, n in short.items():
                 _tally(self.met, reason, n)
-            if isinstance(self.walk, PageWalk) and computed:
+            if computed:
                 self.walk.learn(start, hi, touched + sum(short.values()), working)
-            elif computed:
-                self.walk.learn(start, hi, touched + sum(short.values()))
             elapsed = time.monotonic() - t0
             pace.learn(touched, elapsed, working)
         lo_, hi_ = self._bounds(start, hi, rest)
