@@ -43,6 +43,15 @@ action = "delete"
 max_fraction = 1.0
 """
 
+#: orders kept 3 years from completion (the statutory minimum of the e-commerce policies)
+ORDERS_FLOOR = """
+[[floors]]
+name = "ecommerce-law-3y"
+table = "shop.orders"
+clock = "completed_at"
+keep = "3y"
+"""
+
 FLOOR_ORDERS = """
 [[rules]]
 name = "orders-purge"
@@ -54,13 +63,7 @@ max_fraction = 1.0
 
 [tables."shop.order_items"]
 on_parent_delete = "delete"
-
-[[floors]]
-name = "ecommerce-law-3y"
-table = "shop.orders"
-clock = "completed_at"
-keep = "3y"
-"""
+""" + ORDERS_FLOOR
 
 
 #: a timestamp with microseconds on every engine, as PostgreSQL and SQLite keep them: MySQL's

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from retention.errors import ConfigError
 from retention.shards import Shard, parse_shard
 from tests.runkit import audit_rows, retention, start
-from tests.shopkit import Shop
+from tests.shopkit import HOLDS, ORDERS_FLOOR, Shop
 
 NOW = datetime(2026, 11, 1, 3, 0, 0)
 N = 4
@@ -62,20 +62,7 @@ on_parent_delete = "delete"
 on_parent_delete = "delete"
 [tables."shop.logs"]
 on_parent_delete = "detach"
-
-[[holds]]
-name = "litigation"
-table = "shop.legal_holds"
-subject = "customer"
-subject_column = "user_id"
-active_where = { released_at = { is_null = true } }
-
-[[floors]]
-name = "ecommerce-law-3y"
-table = "shop.orders"
-clock = "completed_at"
-keep = "3y"
-"""
+""" + HOLDS + ORDERS_FLOOR
 
 
 def fill(shop: Shop, users: int = 240) -> None:

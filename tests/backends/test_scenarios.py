@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
-from tests.shopkit import FLOOR_ORDERS, HOLDS, Shop, cascades, outcome, protected
+from tests.shopkit import FLOOR_ORDERS, HOLDS, ORDERS_FLOOR, Shop, cascades, outcome, protected
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -99,13 +99,7 @@ def test_a_hold_protects_the_subjects_rows_in_every_table_through_foreign_keys(s
     assert shop.ids("logs") == [1] and shop.ids("order_items") == [1]
 
 
-CASCADE = HOLDS + """
-[[floors]]
-name = "ecommerce-law-3y"
-table = "shop.orders"
-clock = "completed_at"
-keep = "3y"
-
+CASCADE = HOLDS + ORDERS_FLOOR + """
 [[rules]]
 name = "closed-accounts"
 table = "shop.users"
