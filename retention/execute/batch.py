@@ -157,12 +157,18 @@ def _tally(short: dict, reason: str, n: int) -> None:
 def _locked_keys(conn: Connection, plan: RulePlan, rng, cap: int | None = None) -> list:
     """The batch's keys, locked with every row the cascade reaches, then checked again.
 
-    Top-down: the rule table's rows, then each cascade level's.  A row inserted
-    under a locked row must wait for its foreign-key check (FOR KEY SHARE), so
-    once every level is locked nothing new can arrive anywhere in the cascade,
-    and the re-check (a fresh snapshot under READ COMMITTED) sees everything
+    Top-down: the rule table's rows, then each cascade level's (but a last
+    level the plan does not read, which its own statement locks: see
+    :func:`retention.execute.cascade._lock_cascade`).  A row inserted under a
+    locked row must wait for its foreign-key check (FOR KEY SHARE), so once
+    the levels are locked nothing new can arrive anywhere in the cascade, and
+    the re-check (a fresh snapshot under READ COMMITTED) sees everything
     committed before: the protection it confirms holds until the batch's last
-    statement.
+    statement.  The re-check stays even when the protectors read no level of
+    the cascade: the first SELECT's subqueries (a hold register's EXISTS) read
+    the snapshot its statement began with, not what was committed while it
+    waited for a row's lock, and a transaction that placed a hold and then
+    changed that row is only seen by a statement begun after the lock.
     """
     keys_q = _capped(plan, sa.select(*plan.pk_columns).where(rng, plan.work), cap)
     if not plan.impl.supports_for_update:
