@@ -242,11 +242,21 @@ class SQLiteImpl(DialectImpl):
         return bool(conn.connection.dbapi_connection.in_transaction)
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
-        # text that passes the clock check's shape but names no real day ('0000-01-01',
-        # '2024-13-45'): SQLite's date() rewrites or rejects it, so it differs from the text
+        # text that passes the clock check's shape but names no real moment ('0000-01-01',
+        # '2024-13-45', '2018-02-30', '... 24:00:00'). date() alone keeps a day up to 31 in
+        # any month; with a modifier it normalizes it ('2018-02-30' becomes '2018-03-02'),
+        # so a day that does not exist differs from the text. Only the day part is shifted:
+        # the whole value would round '23:59:59.999999' into the next day.
         if not isinstance(col_type, (sa.Date, sa.DateTime)):
             return None
-        return sa.and_(col >= "0001-01-01", sa.func.date(col) == sa.func.substr(col, 1, 10))
+        day = sa.func.substr(col, 1, 10)
+        real_day = sa.and_(col >= "0001-01-01", sa.func.date(day, "+0 days") == day)
+        if not isinstance(col_type, sa.DateTime):
+            return real_day
+        # a bare date reads as midnight; a time is read as written, so each field must be in range
+        return sa.and_(real_day, sa.or_(sa.func.length(col) == 10, sa.and_(
+            sa.func.substr(col, 12, 2) <= "23", sa.func.substr(col, 15, 2) <= "59",
+            sa.func.substr(col, 18, 2) <= "59")))
 
     def malformed_clock(self, col, date_only: bool):
         """Values not in the text form SQLAlchemy writes: SQLite compares timestamps as text,
