@@ -261,6 +261,8 @@ class DialectImpl:
 
     #: batches may walk ranges of where rows are stored (:meth:`heap_pages`, :meth:`page_range`)
     page_ranges: ClassVar[bool] = False
+    #: what one unit of those ranges is, as the audit log names a batch's ends ("page 12")
+    page_unit: ClassVar[str] = "page"
 
     def heap_pages(self, conn: Connection, table: sa.Table) -> int | None:
         """How many pages ``table``'s rows are stored on, where batches can walk them as ranges of
@@ -297,6 +299,10 @@ class DialectImpl:
                 return True
             error, seen = error.__context__, seen + 1
         return False
+
+    #: the pre-run count reads the clock's index, statement by statement (the table's rows, the
+    #: due rows, the forecast), rather than the whole table once (retention.execute.count)
+    counts_by_index: ClassVar[bool] = False
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         """A predicate true where a temporal ``col`` holds a value Python can represent, or None

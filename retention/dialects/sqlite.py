@@ -97,12 +97,48 @@ def _canonical_dates(inspector, table, column_info):  # pragma: no cover - trivi
         column_info["type"] = CanonicalDate()
 
 
+def _rowid(table: sa.Table) -> str | None:
+    """The name that reaches ``table``'s rowid: a column of the same name hides it."""
+    names = {c.name.lower() for c in table.columns}
+    return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
+
+
 @register
 class SQLiteImpl(DialectImpl):
     name: ClassVar[str] = "sqlite"
     max_bind_params = 30000   # SQLite >= 3.32 allows 32766 per statement
     transient_words = ("database is locked", "database table is locked", "unable to open database",
                        "disk i/o error", "interrupted")
+
+    # -- batches over rowid ranges (retention.execute.pages) ------------------------------------
+    #
+    # A rowid table's rows sit in its b-tree in rowid order, and an UPDATE keeps a row's rowid:
+    # over a key that is not an integer (text, UUID, several columns), batches walk ranges of
+    # rowids as PostgreSQL's walk ranges of pages. No query looks for a batch's bound, and each
+    # batch writes rows that lie together in the table instead of scattered by their key.
+
+    page_ranges = True
+    page_unit = "rowid"
+
+    def heap_pages(self, conn, table: sa.Table) -> int | None:
+        rowid = _rowid(table)
+        if rowid is None:
+            return None
+        schema = table.schema or "main"
+        sql = conn.execute(sa.text(f"SELECT sql FROM {conn.dialect.identifier_preparer.quote(schema)}.sqlite_master "
+                                   "WHERE type = 'table' AND name = :t"), {"t": table.name}).scalar()
+        if not sql or re.search(r"\bWITHOUT\s+ROWID\b", sql, re.IGNORECASE):
+            return None
+        col = sa.literal_column(rowid, sa.Integer)
+        # apart, each is one step down the b-tree; together they would read the whole table
+        low, top = (conn.execute(sa.select(f(col)).select_from(table)).scalar() for f in (sa.func.min, sa.func.max))
+        if low is not None and low < 0:
+            return None         # rowids set below zero by hand: the walk starts at 0, so walk keys
+        return 0 if top is None else int(top) + 1
+
+    def page_range(self, table: sa.Table, lo: int, hi: int) -> ColumnElement:
+        rowid = sa.sql.expression.ColumnClause(_rowid(table), type_=sa.Integer, _selectable=table)
+        return sa.and_(rowid >= int(lo), rowid < int(hi))
 
     def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
         # SQLite has no repeat(): zeroblob(n) is n zero bytes, hex() makes that "00" n times
@@ -228,6 +264,9 @@ class SQLiteImpl(DialectImpl):
 
     # one writer at a time: a second worker would only wait for the first one's write lock
     concurrent_writers: ClassVar[bool] = False
+    # COUNT(*) is the b-tree's own count and a clock range a walk of its index; one pass over the
+    # table evaluates every per-row expression (the clock's readability above all) on every row
+    counts_by_index: ClassVar[bool] = True
 
     def rewrites_writes(self, conn, table: sa.Table) -> bool:
         master = "sqlite_master" if table.schema in (None, "main") else \
@@ -242,11 +281,24 @@ class SQLiteImpl(DialectImpl):
         return bool(conn.connection.dbapi_connection.in_transaction)
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
-        # text that passes the clock check's shape but names no real day ('0000-01-01',
-        # '2024-13-45'): SQLite's date() rewrites or rejects it, so it differs from the text
+        # text that passes the clock check's shape but names no real moment ('0000-01-01',
+        # '2024-13-45', '2018-02-30', '... 24:00:00'). date() alone keeps a day up to 31 in
+        # any month; with a modifier it normalizes it ('2018-02-30' becomes '2018-03-02'),
+        # so a day that does not exist differs from the text. Only the day part is shifted:
+        # the whole value would round '23:59:59.999999' into the next day.
         if not isinstance(col_type, (sa.Date, sa.DateTime)):
             return None
-        return sa.and_(col >= "0001-01-01", sa.func.date(col) == sa.func.substr(col, 1, 10))
+        day = sa.func.substr(col, 1, 10)
+        # most days are the 1st to the 28th of a month 01-12, real in every year: compared as text,
+        # without parsing (the value's digits are known: the clock check refuses any other form)
+        common = sa.and_(sa.func.substr(col, 9, 2).between("01", "28"), sa.func.substr(col, 6, 2).between("01", "12"))
+        real_day = sa.and_(col >= "0001-01-01", sa.or_(common, sa.func.date(day, "+0 days") == day))
+        if not isinstance(col_type, sa.DateTime):
+            return real_day
+        # a bare date reads as midnight; a time is read as written, so each field must be in range
+        return sa.and_(real_day, sa.or_(sa.func.length(col) == 10, sa.and_(
+            sa.func.substr(col, 12, 2) <= "23", sa.func.substr(col, 15, 2) <= "59",
+            sa.func.substr(col, 18, 2) <= "59")))
 
     def malformed_clock(self, col, date_only: bool):
         """Values not in the text form SQLAlchemy writes: SQLite compares timestamps as text,
@@ -257,9 +309,10 @@ class SQLiteImpl(DialectImpl):
             good = sa.and_(sa.func.typeof(col) == "text", col.op("GLOB")(day))
         else:
             clock = f"{day} {d * 2}:{d * 2}:{d * 2}"
+            # the form SQLAlchemy writes first: most values match it, and the test stops there
             good = sa.and_(sa.func.typeof(col) == "text", sa.or_(
-                col.op("GLOB")(day),
                 col.op("GLOB")(clock),
+                col.op("GLOB")(day),
                 sa.and_(col.op("GLOB")(clock + ".*"), sa.func.length(col) > 20,
                         sa.not_(sa.func.substr(col, 21).op("GLOB")("*[^0-9]*")))))
         return sa.and_(col.is_not(None), sa.not_(good))
