@@ -30,9 +30,10 @@ _observers: dict[str, list[Callable]] = {stage: [] for stage in STAGES}
 def stage(name: str, conn: Connection, **info) -> None:
     """The batch on ``conn`` reached ``name``: call whoever observes it.
 
-    ``batch.checked``: a cascading delete's batch has locked its rows at every
-    level and checked them again, right before its first delete (info: ``plan``,
-    ``keys``); ``batch.step``: right before the statement that deletes or
+    ``batch.checked``: a cascading delete's batch has locked its rows (every
+    level but a last one its check does not read, see
+    ``retention.execute.cascade._lock_cascade``) and checked them again, right
+    before its first delete (info: ``plan``, ``keys``); ``batch.step``: right before the statement that deletes or
     detaches one cascade level (info: ``plan``, ``table``, ``action``);
     ``partition.locking``: a whole partition's transaction is about to lock it
     (and then count it again); ``partition.detached``: it is detached, not yet

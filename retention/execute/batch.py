@@ -157,26 +157,40 @@ def _tally(short: dict, reason: str, n: int) -> None:
 def _locked_keys(conn: Connection, plan: RulePlan, rng, cap: int | None = None) -> list:
     """The batch's keys, locked with every row the cascade reaches, then checked again.
 
-    Top-down: the rule table's rows, then each cascade level's.  A row inserted
-    under a locked row must wait for its foreign-key check (FOR KEY SHARE), so
-    once every level is locked nothing new can arrive anywhere in the cascade,
-    and the re-check (a fresh snapshot under READ COMMITTED) sees everything
+    Top-down: the rule table's rows, then each cascade level's (but a last
+    level the plan does not read, which its own statement locks: see
+    :func:`retention.execute.cascade._lock_cascade`).  A row inserted under a
+    locked row must wait for its foreign-key check (FOR KEY SHARE), so once
+    the levels are locked nothing new can arrive anywhere in the cascade, and
+    the re-check (a fresh snapshot under READ COMMITTED) sees everything
     committed before: the protection it confirms holds until the batch's last
-    statement.
+    statement.  The re-check stays even when the protectors read no level of
+    the cascade: the first SELECT's subqueries (a hold register's EXISTS) read
+    the snapshot its statement began with, not what was committed while it
+    waited for a row's lock, and a transaction that placed a hold and then
+    changed that row is only seen by a statement begun after the lock.
     """
     keys_q = _capped(plan, sa.select(*plan.pk_columns).where(rng, plan.work), cap)
     if not plan.impl.supports_for_update:
         # SQLite: the batch holds the database's write lock from its first statement
-        keys = _within_cap([_key_of(plan, r) for r in conn.execute(keys_q)], cap)
+        keys = _within_cap(_read_keys(plan, conn.execute(keys_q)), cap)
         stage("batch.checked", conn, plan=plan, keys=keys)
         return keys
-    keys = _within_cap([_key_of(plan, r) for r in conn.execute(keys_q.with_for_update())], cap)
+    keys = _within_cap(_read_keys(plan, conn.execute(keys_q.with_for_update())), cap)
     if keys:
         locked = _keys_in(plan, plan.pk_columns, keys)
         _lock_cascade(conn, plan, plan.cascade, Roots(locked, keys))
-        keys = [_key_of(plan, r) for r in conn.execute(sa.select(*plan.pk_columns).where(locked, plan.work))]
+        keys = _read_keys(plan, conn.execute(sa.select(*plan.pk_columns).where(locked, plan.work)))
     stage("batch.checked", conn, plan=plan, keys=keys)
     return keys
+
+
+def _read_keys(plan: RulePlan, result) -> list:
+    """The keys a SELECT of the key columns returned, in its order (tuples for a composite key):
+    a batch reads thousands, and asking the plan about its key once per row cost more than the reading."""
+    if plan.composite:
+        return [tuple(r) for r in result]
+    return list(result.scalars())
 
 
 def _delete_locked(conn: Connection, plan: RulePlan, keys: list, cascaded: dict, short: dict) -> int:
@@ -243,7 +257,7 @@ def _writable(conn: Connection, plan: RulePlan, where: tuple, cap: int | None = 
     if plan.impl.writes_may_read_their_table:
         return sa.and_(*where)
     q = _capped(plan, sa.select(*plan.pk_columns).where(*where), cap).with_for_update()
-    keys = _within_cap([_key_of(plan, r) for r in conn.execute(q)], cap)
+    keys = _within_cap(_read_keys(plan, conn.execute(q)), cap)
     return _keys_in(plan, plan.pk_columns, keys) if keys else None
 
 

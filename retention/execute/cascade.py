@@ -1,7 +1,8 @@
 """A delete's cascade: the child rows each step reaches, counted, locked and changed.
 
 Children go deepest first, so no statement ever leaves a dangling reference;
-the locks go parents first, so nothing new can arrive under a locked row.
+the locks go parents first, so nothing new can arrive under a locked row (a
+last level nothing reads is locked by its own statement, see _lock_cascade).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import visitors
 
 from retention.execute.keys import _count, _keys_in
 from retention.plan import CascadeStep, RulePlan
@@ -124,14 +126,53 @@ def _in_run_order(plan: RulePlan, steps, roots: Roots, path: tuple = ()) -> Iter
 
 
 def _lock_cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, path: tuple = ()) -> None:
-    """Lock the rows of each cascade level, parents before their children."""
+    """Lock the rows of each cascade level, parents before their children.
+
+    A last level (a step with no step below it) is locked ahead only where the
+    plan's ``work`` reads its table, or may (an operator's ``where_sql``);
+    else its own DELETE or UPDATE locks its rows, and locking them first would
+    only write every row lock twice.  Nothing the batch promises needs them
+    locked earlier:
+
+    * nothing new arrives under the locked parents meanwhile: a row inserted
+      or moved there waits in its foreign-key check for the parent's lock;
+    * nothing can arrive under its rows: every foreign key to a deleted
+      level's table is a step below it or blocks, and a blocking child is a
+      protector, which reads the table (a detached row stays: what points at
+      it is not the cascade's business);
+    * the re-check does not depend on its rows (``work`` does not read them),
+      so a change to one after the check changes nothing the check decided;
+    * the statement takes every row under the parents when it runs, and
+      counts exactly those: a row changed meanwhile is taken as it is now, a
+      row moved to a parent outside the batch is left with it.
+    """
+    read = None
     for step in steps:
         here = path + (step,)
+        if not step.children:
+            read = _tables_read(plan.work) if read is None else read
+            if read is not _ANY and plan_table(plan, step.fk.child).fullname not in read:
+                continue
         child, link = _children(plan, here, roots)
         rows = sa.select(sa.literal(1)).select_from(child).where(link).with_for_update().subquery()
         conn.execute(sa.select(sa.func.count()).select_from(rows)).scalar()
         if step.children:
             _lock_cascade(conn, plan, step.children, roots, here)
+
+
+#: what a predicate holding SQL text the job did not build (``where_sql``) may read
+_ANY = frozenset({"*"})
+
+
+def _tables_read(pred: sa.ColumnElement) -> frozenset[str]:
+    """The tables ``pred`` reads (full names), or ``_ANY`` when it holds an operator's SQL text."""
+    names = set()
+    for e in visitors.iterate(pred):
+        if isinstance(e, sa.TextClause):
+            return _ANY
+        if isinstance(e, sa.Table):
+            names.add(e.fullname)
+    return frozenset(names)
 
 
 def _cascade(conn: Connection, plan: RulePlan, steps, roots: Roots, cascaded: dict, path: tuple = ()) -> None:
