@@ -101,6 +101,8 @@ class RulePlan:
     clock: sa.ColumnElement | None = None
     clock_type: sa.types.TypeEngine | None = None
     forecast: dict[str, sa.ColumnElement] = field(default_factory=dict)
+    #: the clock has started and not yet run (``clock > cutoff``): where the forecast's rows are
+    pending: sa.ColumnElement = sa.false()
     conditions: sa.ColumnElement = sa.true()
     max_rows: int | None = None
     max_fraction: float = 0.9
@@ -469,6 +471,7 @@ class Planner:
         plan = RulePlan(
             rule=rule, table=bound, impl=self.catalog.impl(bound.db), due=due, protectors=protectors,
             cascade=cascade, clock=clock, clock_type=clock_type, forecast=forecast, conditions=conditions,
+            pending=self.not_reached(clock, clock_type, cutoff),
             max_rows=rule.max_rows if rule.max_rows is not None else settings.max_rows,
             max_fraction=rule.max_fraction if rule.max_fraction is not None else settings.max_fraction,
             any_protector=any_protector, cutoff=cutoff,

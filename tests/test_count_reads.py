@@ -1,7 +1,8 @@
 """What the pre-run count reads: one pass over the table when nothing is due.
 
 A run that has nothing to do must cost about a ``COUNT(*)`` of each rule's
-table, whatever the rule: an anonymization done in Python, which reads its
+table, whatever the rule (a clock with an index is read through it instead,
+see test_count_index.py; these tables' clocks have none): an anonymization done in Python, which reads its
 rows batch by batch, reads none; no protector, touch, cascade or kept-column
 count runs.  The statements are counted, never timed.
 """

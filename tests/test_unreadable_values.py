@@ -144,3 +144,19 @@ def test_mariadb_zero_date_clocks_do_not_fail_the_rule(mariadb_url, tmp_path):
         assert (out.status, out.touch, out.unreadable_clocks) == ("ok", 3, 2) and shop.ids("logs") == []
     finally:
         shop.close()
+
+
+def test_sqlite_days_and_times_that_do_not_exist_are_unreadable_clocks(sqlite_shop):
+    """SQLite's date() keeps Feb 30 as written; Python cannot read it, nor hour 24."""
+    shop = sqlite_shop
+    with shop.engine.begin() as c:
+        c.exec_driver_sql("INSERT INTO logs (id, ip, created_at) VALUES (1, '10.1.2.3', '2018-02-30 00:00:00'), "
+                          "(2, '10.1.2.3', '2018-02-27 24:00:00'), (3, '10.1.2.3', '2018-02-28 23:59:59.999999'), "
+                          "(4, '10.1.2.3', '2018-03-01')")
+    policy = shop.policy(LOGS_PURGE)
+    plan = outcome(shop.run(policy, dry_run=True, now=NOW), "logs-purge")
+    assert (plan.status, plan.due, plan.touch, plan.unreadable_clocks) == ("ok", 4, 4, 2)
+    # the last microsecond of a day is that day's, not rounded into the next
+    assert plan.oldest_clock == datetime(2018, 2, 28, 23, 59, 59, 999999, tzinfo=plan.oldest_clock.tzinfo)
+    out = outcome(shop.run(policy, now=NOW), "logs-purge")
+    assert (out.status, out.touch) == ("ok", 4) and shop.ids("logs") == []

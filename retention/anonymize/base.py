@@ -89,6 +89,10 @@ class Strategy:
     name: ClassVar[str] = ""
     #: accepted parameter names, in the order :meth:`describe` lists them
     params: ClassVar[tuple[str, ...]] = ()
+    #: :meth:`sql` gives a value that is already done back exactly as it is (same characters,
+    #: same case), so an UPDATE may write it to every row it selects without testing
+    #: :meth:`done_sql` per column first (hash is not: it would hash a hash again)
+    idempotent: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         for key in params:

@@ -23,6 +23,7 @@ class Null(Strategy):
     """
 
     name = "null"
+    idempotent = True
 
     def _apply(self, value: Any) -> Any:
         return None
@@ -49,6 +50,7 @@ class Constant(Strategy):
     """
 
     name = "constant"
+    idempotent = True
     params = ("value",)
     # which column families accept a constant of each Python type (bool before int: bool is an int)
     _FITS = ((bool, ("boolean",), "a BOOLEAN"), (str, ("string", "enum"), "a text"),
@@ -158,6 +160,7 @@ class Mask(Strategy):
     """
 
     name = "mask"
+    idempotent = True
     params = ("keep_first", "keep_last", "char")
 
     def _setup(self, keep_first: int = 0, keep_last: int = 4, char: str = "*", **_: Any) -> None:
@@ -210,6 +213,7 @@ class RedactEmail(Strategy):
     """
 
     name = "redact_email"
+    idempotent = True
 
     def _apply(self, value):
         if not isinstance(value, str):

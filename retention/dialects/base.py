@@ -298,6 +298,10 @@ class DialectImpl:
             error, seen = error.__context__, seen + 1
         return False
 
+    #: the pre-run count reads the clock's index, statement by statement (the table's rows, the
+    #: due rows, the forecast), rather than the whole table once (retention.execute.count)
+    counts_by_index: ClassVar[bool] = False
+
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
         """A predicate true where a temporal ``col`` holds a value Python can represent, or None
         when every value is (PostgreSQL has -infinity and BC dates; Python's years are 1 to 9999)."""

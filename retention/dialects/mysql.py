@@ -176,6 +176,9 @@ class MySQLImpl(DialectImpl):
     #: MySQL refuses an UPDATE/DELETE whose subquery reads the table it writes
     #: (error 1093): batches lock and read their keys first, then write by key
     writes_may_read_their_table: ClassVar[bool] = False
+    # InnoDB counts a table through its smallest secondary index and a clock range through the
+    # clock's index; one pass over the table reads every row's clustered record
+    counts_by_index: ClassVar[bool] = True
     #: a deadlock (1213, which ends the whole transaction; met inside a savepoint, it surfaces as
     #: that savepoint being gone, 1305), a child committed under a row being deleted (1451)
     retry_errnos: ClassVar[frozenset[int]] = frozenset({1213, 1305, 1451})

@@ -228,6 +228,9 @@ class SQLiteImpl(DialectImpl):
 
     # one writer at a time: a second worker would only wait for the first one's write lock
     concurrent_writers: ClassVar[bool] = False
+    # COUNT(*) is the b-tree's own count and a clock range a walk of its index; one pass over the
+    # table evaluates every per-row expression (the clock's readability above all) on every row
+    counts_by_index: ClassVar[bool] = True
 
     def rewrites_writes(self, conn, table: sa.Table) -> bool:
         master = "sqlite_master" if table.schema in (None, "main") else \
@@ -242,11 +245,24 @@ class SQLiteImpl(DialectImpl):
         return bool(conn.connection.dbapi_connection.in_transaction)
 
     def representable(self, col: ColumnElement, col_type) -> ColumnElement | None:
-        # text that passes the clock check's shape but names no real day ('0000-01-01',
-        # '2024-13-45'): SQLite's date() rewrites or rejects it, so it differs from the text
+        # text that passes the clock check's shape but names no real moment ('0000-01-01',
+        # '2024-13-45', '2018-02-30', '... 24:00:00'). date() alone keeps a day up to 31 in
+        # any month; with a modifier it normalizes it ('2018-02-30' becomes '2018-03-02'),
+        # so a day that does not exist differs from the text. Only the day part is shifted:
+        # the whole value would round '23:59:59.999999' into the next day.
         if not isinstance(col_type, (sa.Date, sa.DateTime)):
             return None
-        return sa.and_(col >= "0001-01-01", sa.func.date(col) == sa.func.substr(col, 1, 10))
+        day = sa.func.substr(col, 1, 10)
+        # most days are the 1st to the 28th of a month 01-12, real in every year: compared as text,
+        # without parsing (the value's digits are known: the clock check refuses any other form)
+        common = sa.and_(sa.func.substr(col, 9, 2).between("01", "28"), sa.func.substr(col, 6, 2).between("01", "12"))
+        real_day = sa.and_(col >= "0001-01-01", sa.or_(common, sa.func.date(day, "+0 days") == day))
+        if not isinstance(col_type, sa.DateTime):
+            return real_day
+        # a bare date reads as midnight; a time is read as written, so each field must be in range
+        return sa.and_(real_day, sa.or_(sa.func.length(col) == 10, sa.and_(
+            sa.func.substr(col, 12, 2) <= "23", sa.func.substr(col, 15, 2) <= "59",
+            sa.func.substr(col, 18, 2) <= "59")))
 
     def malformed_clock(self, col, date_only: bool):
         """Values not in the text form SQLAlchemy writes: SQLite compares timestamps as text,
@@ -257,9 +273,10 @@ class SQLiteImpl(DialectImpl):
             good = sa.and_(sa.func.typeof(col) == "text", col.op("GLOB")(day))
         else:
             clock = f"{day} {d * 2}:{d * 2}:{d * 2}"
+            # the form SQLAlchemy writes first: most values match it, and the test stops there
             good = sa.and_(sa.func.typeof(col) == "text", sa.or_(
-                col.op("GLOB")(day),
                 col.op("GLOB")(clock),
+                col.op("GLOB")(day),
                 sa.and_(col.op("GLOB")(clock + ".*"), sa.func.length(col) > 20,
                         sa.not_(sa.func.substr(col, 21).op("GLOB")("*[^0-9]*")))))
         return sa.and_(col.is_not(None), sa.not_(good))
