@@ -181,8 +181,9 @@ def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, workers,
     except RetentionError as e:
         if metrics_file or pushgateway:   # a run that never got going is a failure monitoring must see
             mode = "simulation" if simulate else "dry-run" if dry_run else "run"
-            _publish_quietly(metrics_file, pushgateway, metrics.from_failure(opts["config"], mode, e.exit_code,
-                                                           time.monotonic() - started, shard=shard))
+            _publish_quietly(metrics_file, pushgateway,
+                             metrics.from_failure(opts["config"], mode, e.exit_code, time.monotonic() - started,
+                                                  shard=shard))
         raise
     _emit(render(report, _format(fmt, out)), out)
     code = report.exit_code
