@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,19 @@ def run_hearing(policy: str, subscriber, *, now=None, **kw):
     run = Run(policy, mode_for(), now=now, env=HASH_ENV, **kw)
     run.subscribe(subscriber)
     return run.execute()
+
+
+def holds_released_once_counted(shop):
+    """A ``run_hearing`` subscriber: the application releases every hold as soon as the rule is
+    counted, so rows the run judged held become workable under it."""
+    from retention.events import RuleCounted
+
+    def release(event):
+        if isinstance(event, RuleCounted):
+            with shop.engine.begin() as conn:
+                conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
+
+    return release
 
 
 def cli_env(**extra: str) -> dict[str, str]:

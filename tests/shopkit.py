@@ -43,6 +43,28 @@ action = "delete"
 max_fraction = 1.0
 """
 
+#: a UUID-keyed table's rules (notes), for the page and rowid range scenarios
+NOTES_PURGE = """
+[[rules]]
+name = "notes-purge"
+table = "shop.notes"
+clock = "created_at"
+after = "1d"
+action = "delete"
+max_fraction = 1.0
+"""
+
+NOTES_HASH = """
+[[rules]]
+name = "notes-hash"
+table = "shop.notes"
+clock = "created_at"
+after = "1d"
+action = "anonymize"
+max_fraction = 1.0
+columns = { email = "hash" }
+"""
+
 #: orders kept 3 years from completion (the statutory minimum of the e-commerce policies)
 ORDERS_FLOOR = """
 [[floors]]

@@ -20,9 +20,8 @@ import sqlalchemy as sa
 from retention.dialects import impl_for
 from retention.execute import rules
 from retention.execute.pages import PageWalk
-from retention.events import RuleCounted
-from tests.runkit import Statements, run_hearing
-from tests.shopkit import HASH_ENV, HOLDS, extra_tables, outcome
+from tests.runkit import Statements, holds_released_once_counted, run_hearing
+from tests.shopkit import HASH_ENV, HOLDS, NOTES_HASH, NOTES_PURGE, extra_tables, outcome
 
 pytestmark = pytest.mark.postgresql
 
@@ -32,27 +31,6 @@ NEW = datetime(2026, 6, 15)
 #: a body this long puts 7 rows on a page
 BODY = "x" * 1000
 PER_PAGE = 7
-
-NOTES_PURGE = """
-[[rules]]
-name = "notes-purge"
-table = "shop.notes"
-clock = "created_at"
-after = "1d"
-action = "delete"
-max_fraction = 1.0
-"""
-
-NOTES_HASH = """
-[[rules]]
-name = "notes-hash"
-table = "shop.notes"
-clock = "created_at"
-after = "1d"
-action = "anonymize"
-max_fraction = 1.0
-columns = { email = "hash" }
-"""
 
 
 def notes_table(md: sa.MetaData) -> None:
@@ -202,12 +180,7 @@ def test_a_page_range_never_touches_more_than_the_run_counted(pg_shop, monkeypat
         shop.user(u)
     notes(shop, 14, user=lambda i: 1 if i % 5 == 0 else 2)
     shop.insert("legal_holds", dict(id=1, user_id=2, released_at=None))
-    def app_releases_the_hold_once_counted(event):
-        if isinstance(event, RuleCounted):
-            with shop.engine.begin() as conn:
-                conn.execute(shop.t("legal_holds").update().values(released_at=datetime(2026, 6, 15)))
-
-    out = outcome(run_hearing(shop.policy(NOTES_PURGE + HOLDS), app_releases_the_hold_once_counted, now=NOW),
+    out = outcome(run_hearing(shop.policy(NOTES_PURGE + HOLDS), holds_released_once_counted(shop), now=NOW),
                   "notes-purge")
     assert (out.status, out.touch) == ("ok", 3)
     assert len(pages(shop)) == 11

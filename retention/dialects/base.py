@@ -261,6 +261,8 @@ class DialectImpl:
 
     #: batches may walk ranges of where rows are stored (:meth:`heap_pages`, :meth:`page_range`)
     page_ranges: ClassVar[bool] = False
+    #: what one unit of those ranges is, as the audit log names a batch's ends ("page 12")
+    page_unit: ClassVar[str] = "page"
 
     def heap_pages(self, conn: Connection, table: sa.Table) -> int | None:
         """How many pages ``table``'s rows are stored on, where batches can walk them as ranges of

@@ -97,12 +97,48 @@ def _canonical_dates(inspector, table, column_info):  # pragma: no cover - trivi
         column_info["type"] = CanonicalDate()
 
 
+def _rowid(table: sa.Table) -> str | None:
+    """The name that reaches ``table``'s rowid: a column of the same name hides it."""
+    names = {c.name.lower() for c in table.columns}
+    return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
+
+
 @register
 class SQLiteImpl(DialectImpl):
     name: ClassVar[str] = "sqlite"
     max_bind_params = 30000   # SQLite >= 3.32 allows 32766 per statement
     transient_words = ("database is locked", "database table is locked", "unable to open database",
                        "disk i/o error", "interrupted")
+
+    # -- batches over rowid ranges (retention.execute.pages) ------------------------------------
+    #
+    # A rowid table's rows sit in its b-tree in rowid order, and an UPDATE keeps a row's rowid:
+    # over a key that is not an integer (text, UUID, several columns), batches walk ranges of
+    # rowids as PostgreSQL's walk ranges of pages. No query looks for a batch's bound, and each
+    # batch writes rows that lie together in the table instead of scattered by their key.
+
+    page_ranges = True
+    page_unit = "rowid"
+
+    def heap_pages(self, conn, table: sa.Table) -> int | None:
+        rowid = _rowid(table)
+        if rowid is None:
+            return None
+        schema = table.schema or "main"
+        sql = conn.execute(sa.text(f"SELECT sql FROM {conn.dialect.identifier_preparer.quote(schema)}.sqlite_master "
+                                   "WHERE type = 'table' AND name = :t"), {"t": table.name}).scalar()
+        if not sql or re.search(r"\bWITHOUT\s+ROWID\b", sql, re.IGNORECASE):
+            return None
+        col = sa.literal_column(rowid, sa.Integer)
+        # apart, each is one step down the b-tree; together they would read the whole table
+        low, top = (conn.execute(sa.select(f(col)).select_from(table)).scalar() for f in (sa.func.min, sa.func.max))
+        if low is not None and low < 0:
+            return None         # rowids set below zero by hand: the walk starts at 0, so walk keys
+        return 0 if top is None else int(top) + 1
+
+    def page_range(self, table: sa.Table, lo: int, hi: int) -> ColumnElement:
+        rowid = sa.sql.expression.ColumnClause(_rowid(table), type_=sa.Integer, _selectable=table)
+        return sa.and_(rowid >= int(lo), rowid < int(hi))
 
     def repeat_text(self, text: ColumnElement, count: ColumnElement) -> ColumnElement | None:
         # SQLite has no repeat(): zeroblob(n) is n zero bytes, hex() makes that "00" n times

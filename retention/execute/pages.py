@@ -4,6 +4,9 @@ Where the engine can select the rows stored on a range of pages directly
 (PostgreSQL's TID ranges: ``ctid >= '(p,0)' AND ctid < '(q,0)'``, read by a
 TID Range Scan, see :meth:`DialectImpl.page_range`), a batch is the rule's
 whole statement over pages ``[p, q)``: ``DELETE ... WHERE <pages> AND <work>``.
+SQLite's rowids serve as pages (``rowid >= p AND rowid < q``): a rowid table
+is stored in rowid order and an update keeps a row's rowid, so what follows
+holds there with "rowid" for "page" (and no row ever moves).
 No query finds a batch's bound first, whatever the key (UUID, text,
 composite), and the batch reads only its own pages.
 
@@ -46,7 +49,8 @@ Why every row is touched at most once, and none that the rule protects:
 Where this does not apply the walk is not used (:func:`pages_of` is None)
 and batches walk keys: partitioned tables (a ``ctid`` per partition),
 tables with triggers or rules (a batch must count the rows it selects to
-tell refused rows), integer keys (:class:`KeyWalk` needs no query either).
+tell refused rows), integer keys (:class:`KeyWalk` needs no query either),
+SQLite's WITHOUT ROWID tables and tables given negative rowids by hand.
 """
 
 from __future__ import annotations

@@ -340,7 +340,8 @@ class _Batches:
 
     def _bounds(self, start, hi, rest: tuple | None) -> tuple:
         """The batch's bounds as the hooks (the audit log) see them: keys, or pages (not personal data)."""
-        return (f"page {start}", f"page {hi}") if self._pages(rest) else (start, hi)
+        unit = self.plan.impl.page_unit
+        return (f"{unit} {start}", f"{unit} {hi}") if self._pages(rest) else (start, hi)
 
     def _rest(self, start, hi) -> tuple:
         """A computed range found too large, as ``(lo, hi, scope)``: keys after ``lo`` up to ``hi``
