@@ -18,10 +18,14 @@ from pathlib import Path
 
 import click
 
-from retention import commands, metrics
+from retention import commands
 from retention.errors import ConfigError, RetentionError
+from retention.lazy import lazy
 from retention.log import configure_logging, mask_text
 from retention.report import FORMATS, render
+
+# imported by the runs that write or push metrics only: cron pays every import on every run
+metrics = lazy("retention.metrics")
 
 
 def _parse_now(value: str | None) -> datetime | None:
@@ -170,7 +174,6 @@ def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, workers,
         allow_large, shard) -> None:
     """Enforce the policy (or report, with --dry-run)."""
     started = time.monotonic()
-    publish = functools.partial(metrics.publish, metrics_file=metrics_file, pushgateway=pushgateway)
     try:
         report = commands.run(opts["config"], dry_run=dry_run, only=opts["only"], now=opts["now"],
                               allow_large=allow_large, show_sql=show_sql, simulate=simulate,
@@ -178,21 +181,22 @@ def run(opts, dry_run, plan_file, max_drift, metrics_file, pushgateway, workers,
     except RetentionError as e:
         if metrics_file or pushgateway:   # a run that never got going is a failure monitoring must see
             mode = "simulation" if simulate else "dry-run" if dry_run else "run"
-            _publish_quietly(publish, metrics.from_failure(opts["config"], mode, e.exit_code,
-                                                           time.monotonic() - started, shard=shard))
+            _publish_quietly(metrics_file, pushgateway,
+                             metrics.from_failure(opts["config"], mode, e.exit_code, time.monotonic() - started,
+                                                  shard=shard))
         raise
     _emit(render(report, _format(fmt, out)), out)
     code = report.exit_code
     if metrics_file or pushgateway:
-        if not _publish_quietly(publish, metrics.from_report(report, time.monotonic() - started)):
+        if not _publish_quietly(metrics_file, pushgateway, metrics.from_report(report, time.monotonic() - started)):
             code = code or 1
     sys.exit(code)
 
 
-def _publish_quietly(publish, m) -> bool:
+def _publish_quietly(metrics_file, pushgateway, m) -> bool:
     """Publish the metrics; on failure say so on stderr and return False (the run's work stands)."""
     try:
-        publish(m)
+        metrics.publish(m, metrics_file=metrics_file, pushgateway=pushgateway)
         return True
     except metrics.MetricsError as e:
         click.echo(f"error: {e}", err=True)

@@ -23,14 +23,17 @@ from retention.config import Config, load_config
 from retention.dialects.drivers import MissingDriver
 from retention.errors import ConfigError, ConfigErrors, RetentionError
 from retention.execute import cascade_selections, describe_error
+from retention.lazy import lazy
 from retention.log import MASK, configure_logging, mask_text, redact, url_secret
 from retention.plan import RulePlan, build_plans, walk
-from retention import privileges
 from retention.report.model import Report
 from retention.schema import Binding, Catalog, bind, is_temporal, make_engine, policy_tables, resolve_column_path
 from retention.timectx import TimeContext, is_date_only, utcnow
 
 log = structlog.get_logger("retention")
+
+# the grants check is `check`'s alone: a run does not import it
+privileges = lazy("retention.privileges")
 
 
 @dataclass
@@ -187,6 +190,8 @@ def check(config_path: str | None = None, *, env: Mapping[str, str] | None = Non
 
 def _request_plans(s: Session) -> list[RulePlan]:
     """What erasure requests run, for the privileges check (:func:`retention.requests.erase.privilege_plans`)."""
+    if not s.config.model.requests:
+        return []
     from retention.requests.erase import privilege_plans
     return [p for request in s.config.model.requests for p in privilege_plans(s.binding, s.ctx, request)]
 
@@ -328,7 +333,6 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
     ``shard`` ("I/N") does shard I of N of the run (:mod:`retention.shards`):
     every rule on its slice of the keys; N such runs together do one run.
     """
-    from retention.planfile import load
     from retention.runtime import Run, mode_for
     from retention.shards import parse_shard
     sharded = parse_shard(shard) if shard is not None else None
@@ -337,6 +341,7 @@ def run(config_path: str | None = None, *, dry_run: bool = False, only: list[str
                           where="--shard")
     reviewed = None
     if plan_file:
+        from retention.planfile import load
         reviewed = load(plan_file, max_drift)
         if now is not None and (now if now.tzinfo else now.replace(tzinfo=reviewed.now.tzinfo)) != reviewed.now:
             raise ConfigError(f"--now {now.isoformat()} is not the plan's now ({reviewed.doc['now']}): a reviewed "

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model,
                       field_validator, model_validator)
 from sqlalchemy.engine import make_url
 
@@ -69,8 +69,11 @@ Scalar = str | int | float | bool | datetime | date
 
 class _Model(BaseModel):
     # strict: TOML has real booleans, numbers and dates, so "no" is never false and
-    # "0.5" never a number; durations are strings by design (their validator parses them)
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, strict=True)
+    # "0.5" never a number; durations are strings by design (their validator parses them).
+    # defer_build: a model's validator is built when first used, not at import; a process
+    # builds those of the sections its policy file has (see _validate)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, strict=True,
+                              defer_build=True)
 
 
 class Settings(_Model):
@@ -312,6 +315,30 @@ class PolicyFile(_Model):
     backups: list[BackupConfig] = Field(default_factory=list)
 
 
+#: the top-level keys a policy file has -> the model validating just those (built once per process)
+_TOP_MODELS: dict[tuple[str, ...], type[_Model]] = {}
+
+
+def _validate(data: Mapping[str, Any]) -> PolicyFile:
+    """``PolicyFile.model_validate(data)``, building the models of the sections ``data`` has only.
+
+    Building pydantic's validator for every section model costs each process
+    start as much as the whole validation of a policy file many times over;
+    most files have a few of the sections.  The model used has PolicyFile's
+    required keys and the known keys ``data`` has, in PolicyFile's order (so
+    errors come in the same order, with the same locations); the result is a
+    PolicyFile whose absent sections hold their defaults.
+    """
+    fields = PolicyFile.model_fields
+    names = tuple(n for n, f in fields.items() if n in data or f.is_required())
+    model = _TOP_MODELS.get(names)
+    if model is None:
+        model = _TOP_MODELS[names] = create_model(
+            "PolicyFile", __base__=_Model, __module__=__name__, **{n: (fields[n].annotation, fields[n]) for n in names})
+    validated = model.model_validate(data)
+    return PolicyFile.model_construct(validated.model_fields_set, **{n: getattr(validated, n) for n in names})
+
+
 class Config:
     """A validated policy file plus where it came from."""
 
@@ -495,7 +522,7 @@ def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str]
     if problems:
         raise ConfigErrors(problems)
     try:
-        model = PolicyFile.model_validate(data)
+        model = _validate(data)
     except ValidationError as e:
         raise _pydantic_errors(e, data, path) from None
     except RecursionError:

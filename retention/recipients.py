@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -81,6 +79,9 @@ class Delivery:
 
 def post(url: str, body: dict, key: str, timeout: float) -> tuple[int | None, str | None]:
     """POST ``body`` as JSON; (status, None) on an answer, (None, why) when there was none."""
+    # imported here: every committing run reads the outbox, few have anything to send
+    import urllib.error
+    import urllib.request
     data = json.dumps(body, sort_keys=True).encode("utf-8")
     req = urllib.request.Request(url, data=data, method="POST", headers={
         "Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "retention"})

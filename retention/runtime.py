@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import sqlalchemy as sa
 import structlog
@@ -49,13 +49,15 @@ from retention.ledger import LedgerWriter
 from retention.locks import LockScope, RunLock, hostname
 from retention.log import ProgressDisplay
 from retention.plan import RulePlan
-from retention.planfile import ReviewedPlan, document
 from retention.requests.fulfil import fulfil as fulfil_requests
 from retention.report.model import Report, RuleOutcome
 from retention.shards import Shard, crossings
 from retention.state import open_store
 from retention.timectx import utcnow
 from retention.transactions import Simulation, Transactions
+
+if TYPE_CHECKING:
+    from retention.planfile import ReviewedPlan
 
 log = structlog.get_logger("retention")
 
@@ -283,6 +285,7 @@ class Run(BatchHooks):
             fulfil_requests(self, self.store, report)
             report.ledger = [e.to_dict() for e in self.ledger.written]
             if not self.mode.commits and not self.shard:     # a shard's counts are no plan for a whole run
+                from retention.planfile import document
                 report.plan = document(report, plans, {db: e.dialect for db, e in s.engines.items()}, selected)
             elif isinstance(self.mode, ApplyPlan):
                 report.plan = {"path": self.mode.reviewed.path, "sha256": self.mode.reviewed.sha256}

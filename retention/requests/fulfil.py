@@ -22,9 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retention.audit import audit_key, keyed
 from retention.errors import ConfigError, RetentionError
+from retention.lazy import lazy
 from retention.ledger import SubjectErased
-from retention.requests import queue as Q
-from retention.requests.erase import build_subject_op, erase, typed_key
+
+# every run calls fulfil(); only a policy with [[requests]] reads a queue or erases a subject
+Q = lazy("retention.requests.queue")
 
 log = structlog.get_logger("retention.requests")
 
@@ -179,6 +181,7 @@ def _not_as_planned(planned: dict | None, item: dict) -> str | None:
 
 def _fulfil_one(run, store, req, row: Q.RequestRow, item: dict, key: bytes, commits: bool,
                 planned: dict | None = None, reviewed=None) -> None:
+    from retention.requests.erase import build_subject_op, erase, typed_key
     s = run.session
     subject_key = typed_key(s.binding, req.subject, row.key)
     subject_hash = keyed(key, subject_key)
