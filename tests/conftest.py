@@ -220,6 +220,14 @@ def pg_shop(pg_url, tmp_path):
     s.close()
 
 
+@pytest.fixture
+def mariadb_shop(mariadb_url, tmp_path):
+    """An empty scenario shop on MariaDB only (for InnoDB's behaviour)."""
+    s = Shop(mariadb_url, tmp_path)
+    yield s
+    s.close()
+
+
 #: URLs of PostgreSQL databases made as copies of the shop template (each name is used once)
 _SHOP_COPIES: set[str] = set()
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from retention.execute import rules
-from tests.shopkit import LOGS_PURGE, outcome
+from tests.shopkit import LOGS_PURGE, USERS_PURGE, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 OLD = datetime(2020, 1, 1)
@@ -60,3 +60,33 @@ def test_a_failure_of_the_statement_is_not_tried_again(pg_shop, monkeypatch):
     assert failed == ["22012"]
     assert (out.status, out.touch) == ("failed", 0)
     assert pg_shop.count("logs") == 30
+
+
+def test_a_deadlock_in_a_mariadb_cascade_is_retried_as_itself(mariadb_shop, monkeypatch, capfd):
+    """InnoDB ends the whole transaction on a deadlock, savepoints included: the batch must reach
+    the retry with the deadlock (1213), not fail on a savepoint that no longer exists."""
+    from retention.execute import batch as batches
+    shop = mariadb_shop
+    shop.user(1, closed_at=OLD)
+    shop.user(2, closed_at=OLD)
+    shop.insert("logs", dict(id=1, user_id=1, ip="10.1.2.3", created_at=OLD))
+    original, staged = batches._cascade, []
+
+    def cascade(conn, *args, **kw):
+        if not staged:
+            staged.append(1213)
+            # what InnoDB does to the victim of a deadlock: the transaction is rolled back, and then
+            # the statement fails with 1213
+            conn.exec_driver_sql("ROLLBACK")
+            conn.exec_driver_sql("BEGIN NOT ATOMIC SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, "
+                                 "MESSAGE_TEXT = 'Deadlock found when trying to get lock (staged)'; END")
+        return original(conn, *args, **kw)
+
+    monkeypatch.setattr(batches, "_cascade", cascade)
+    policy = shop.policy(USERS_PURGE + '\n[tables."shop.logs"]\non_parent_delete = "delete"\n')
+    out = outcome(shop.run(policy, now=NOW), "closed-users-purge")
+    assert staged == [1213]
+    assert (out.status, out.touch, out.error) == ("ok", 2, None)
+    retried = [line for line in capfd.readouterr().err.splitlines() if '"batch_retry"' in line]
+    assert len(retried) == 1 and "Deadlock found" in retried[0] and "SAVEPOINT" not in retried[0]
+    assert shop.count("users") == 0 and shop.count("logs") == 0

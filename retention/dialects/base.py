@@ -249,6 +249,9 @@ class DialectImpl:
 
     #: whether batches on separate connections write at the same time (``--workers``)
     concurrent_writers: ClassVar[bool] = True
+    #: a trigger or rule can keep a row's DELETE from happening while the statement goes on
+    #: (PostgreSQL's BEFORE trigger returning NULL or DO INSTEAD rule, SQLite's RAISE(IGNORE))
+    cancels_row_writes: ClassVar[bool] = True
 
     def rewrites_writes(self, conn: Connection, table: sa.Table) -> bool:
         """Whether ``table`` has triggers or rules that may change what a DELETE or UPDATE does.

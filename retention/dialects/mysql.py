@@ -176,6 +176,8 @@ class MySQLImpl(DialectImpl):
     #: MySQL refuses an UPDATE/DELETE whose subquery reads the table it writes
     #: (error 1093): batches lock and read their keys first, then write by key
     writes_may_read_their_table: ClassVar[bool] = False
+    # a BEFORE DELETE trigger can only SIGNAL, which fails the whole statement
+    cancels_row_writes: ClassVar[bool] = False
     # InnoDB counts a table through its smallest secondary index and a clock range through the
     # clock's index; one pass over the table reads every row's clustered record
     counts_by_index: ClassVar[bool] = True

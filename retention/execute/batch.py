@@ -198,12 +198,16 @@ def _delete_locked(conn: Connection, plan: RulePlan, keys: list, cascaded: dict,
 
     When the database keeps some parents (a trigger or rule cancels their
     delete), the batch undoes its cascade to a savepoint and does it again
-    without them: their children stay, nothing is left half done.
+    without them: their children stay, nothing is left half done.  Where no
+    trigger can cancel a delete (MySQL, MariaDB) there is no savepoint: a
+    deadlock there ends the whole transaction, savepoints included, and must
+    reach the retry as itself, not as a savepoint that no longer exists.
     """
     t = plan.table.table
+    undoable = bool(plan.cascade) and plan.impl.cancels_row_writes
     for attempt in (1, 2):
         counts = {key: 0 for key in cascaded}
-        with (conn.begin_nested() if plan.cascade else nullcontext()) as savepoint:
+        with (conn.begin_nested() if undoable else nullcontext()) as savepoint:
             locked = _keys_in(plan, plan.pk_columns, keys)
             _cascade(conn, plan, plan.cascade, Roots(locked, keys), counts)
             n = conn.execute(sa.delete(t).where(locked)).rowcount
