@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
 from retention import transactions
+from retention.execute import BATCH_ATTEMPTS
 from tests.shopkit import cascades, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -166,5 +167,5 @@ def test_pg_a_batch_that_keeps_failing_gives_up_after_a_few_attempts(pg_shop):
     out = outcome(shop.run(shop.policy(USERS_ORDERS, settings="batch_size = 1"), now=NOW), "closed-users")
     assert out.status == "failed" and "23503" in out.error and out.touch == 0
     with shop.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT last_value FROM attempts").scalar() == 3
+        assert c.exec_driver_sql("SELECT last_value FROM attempts").scalar() == BATCH_ATTEMPTS
     assert shop.ids("users") == [1, 2, 3] and shop.ids("order_items") == [100, 200, 300]
