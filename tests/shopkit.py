@@ -65,6 +65,20 @@ max_fraction = 1.0
 columns = { email = "hash" }
 """
 
+#: closed customers anonymized 30 days on: e-mail hashed, name replaced, marked done
+CLOSED_ANONYMIZE = """
+[[rules]]
+name = "closed-anonymize"
+table = "shop.users"
+clock = "closed_at"
+after = "30d"
+action = "anonymize"
+columns.email = "hash"
+columns.name = { strategy = "constant", value = "gone" }
+mark = "anonymized_at"
+max_fraction = 1.0
+"""
+
 #: orders kept 3 years from completion (the statutory minimum of the e-commerce policies)
 ORDERS_FLOOR = """
 [[floors]]

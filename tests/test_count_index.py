@@ -22,33 +22,14 @@ from sqlalchemy.engine import make_url
 
 from retention.dialects import mysql, postgresql, sqlite
 from retention.execute import count
-from tests.shopkit import HOLDS, ORDERS_FLOOR
+from tests.shopkit import CLOSED_ANONYMIZE, FLOOR_ORDERS, HOLDS
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
-POLICY = HOLDS + ORDERS_FLOOR + """
-[[rules]]
-name = "orders-purge"
-table = "shop.orders"
-clock = "completed_at"
-after = "1d"
-action = "delete"
-max_fraction = 1.0
-where = { total = { gt = 0 } }
-
-[tables."shop.order_items"]
-on_parent_delete = "delete"
-
-[[rules]]
-name = "closed-anonymize"
-table = "shop.users"
-clock = "closed_at"
-after = "30d"
-action = "anonymize"
-columns.email = "hash"
-mark = "anonymized_at"
-max_fraction = 1.0
-"""
+#: the orders' purge under the 3-year floor, for orders with a total only; and the closed customers'
+#: anonymization
+POLICY = HOLDS + FLOOR_ORDERS.replace("max_fraction = 1.0\n", "max_fraction = 1.0\nwhere = { total = { gt = 0 } }\n", 1) \
+    + CLOSED_ANONYMIZE
 
 #: completed_at of each order: due and not, under the 3-year floor and past it, within each
 #: forecast window, beyond them, not started; a zero total is outside the rule's ``where``

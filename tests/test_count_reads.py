@@ -16,22 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from retention.execute import rules
-from tests.shopkit import HOLDS, outcome
+from tests.shopkit import CLOSED_ANONYMIZE, HOLDS, outcome
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
-POLICY = HOLDS + """
-[[rules]]
-name = "closed-anonymize"
-table = "shop.users"
-clock = "closed_at"
-after = "30d"
-action = "anonymize"
-columns.email = "hash"
-columns.name = { strategy = "constant", value = "gone" }
-mark = "anonymized_at"
-max_fraction = 1.0
-
+POLICY = HOLDS + CLOSED_ANONYMIZE + """
 [[floors]]
 name = "kyc-name"
 table = "shop.users"
