@@ -26,11 +26,13 @@ def count_rule(conn: Connection, plan: RulePlan, ctx: TimeContext, opts: ExecOpt
     and the rows to touch apart, each with its predicate in the ``WHERE``
     clause, where the planner can turn a hold's subquery into a (anti-)join:
     inside a per-row CASE it would run once per row.  Nothing more is read
-    when nothing is due, or when every due row is protected; an anonymization
-    done in Python reads its rows, batch by batch.
+    when nothing is due, or (but for a delete's rows to touch) when every due
+    row is protected; an anonymization done in Python reads its rows, batch by
+    batch.
 
-    A delete touches exactly its due rows that no protector protects, so its
-    last protector's rows are the due rows left over, not counted again.
+    A delete touches exactly its due rows that no protector protects: its rows
+    to touch are counted first, and its last protector's rows are the due rows
+    left over, not counted again.
     """
     rule, t = plan.rule, plan.table.table
     out = RuleOutcome(rule=rule.name, action=rule.action, table=rule.table, basis=rule.basis)
