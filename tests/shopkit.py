@@ -79,6 +79,20 @@ mark = "anonymized_at"
 max_fraction = 1.0
 """
 
+#: orders a year after completion, with their items
+OLD_ORDERS = """
+[[rules]]
+name = "old-orders"
+table = "shop.orders"
+clock = "completed_at"
+after = "1y"
+action = "delete"
+max_fraction = 1.0
+
+[tables."shop.order_items"]
+on_parent_delete = "delete"
+"""
+
 #: orders kept 3 years from completion (the statutory minimum of the e-commerce policies)
 ORDERS_FLOOR = """
 [[floors]]

@@ -23,23 +23,10 @@ from sqlalchemy.exc import OperationalError
 
 from retention import transactions
 from tests.runkit import Statements
-from tests.shopkit import HOLDS, Shop, cascades, extra_tables, outcome
+from tests.shopkit import HOLDS, OLD_ORDERS, Shop, cascades, extra_tables, outcome
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 OLD = datetime(2020, 1, 1)
-
-OLD_ORDERS = """
-[[rules]]
-name = "old-orders"
-table = "shop.orders"
-clock = "completed_at"
-after = "1y"
-action = "delete"
-max_fraction = 1.0
-
-[tables."shop.order_items"]
-on_parent_delete = "delete"
-"""
 
 #: the batch waits long for the application; the application never waits long for the batch
 SETTINGS = 'lock_timeout = "10s"'

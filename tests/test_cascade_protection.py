@@ -16,23 +16,13 @@ import sqlalchemy as sa
 
 from retention import commands
 from retention.plan import build_plans
+from tests import shopkit
 from tests.shopkit import HASH_ENV, HOLDS, extra_tables, outcome, protected
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 OLD = datetime(2020, 1, 1)
 
-OLD_ORDERS = HOLDS + """
-[[rules]]
-name = "old-orders"
-table = "shop.orders"
-clock = "completed_at"
-after = "1y"
-action = "delete"
-max_fraction = 1.0
-
-[tables."shop.order_items"]
-on_parent_delete = "delete"
-
+OLD_ORDERS = HOLDS + shopkit.OLD_ORDERS + """
 [tables."shop.shipments"]
 on_parent_delete = "delete"
 """
