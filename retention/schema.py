@@ -685,7 +685,7 @@ def _check_fk_indexes(b: Binding) -> None:
             for fk in b.catalog.children_of(stack.pop()):
                 action = b.parent_action(fk)
                 child = b.catalog.get(fk.child)
-                if fk not in seen and child is not None and not _indexed(child.table, fk.columns):
+                if fk not in seen and child is not None and not indexed(child.table, fk.columns):
                     seen.add(fk)
                     b.warnings.append(
                         f"{fk.child}.{fk.column}: no index begins with this foreign key, which rule "
@@ -696,7 +696,7 @@ def _check_fk_indexes(b: Binding) -> None:
                     stack.append(fk.child)
 
 
-def _indexed(table: sa.Table, columns: tuple[str, ...]) -> bool:
+def indexed(table: sa.Table, columns: tuple[str, ...]) -> bool:
     """Some index, primary key or unique constraint begins with exactly these columns (any order)."""
     leads = [[c.name for c in table.primary_key.columns]]
     leads += [[c.name for c in idx.columns] for idx in table.indexes]

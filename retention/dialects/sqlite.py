@@ -103,6 +103,13 @@ def _rowid(table: sa.Table) -> str | None:
     return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
 
 
+def _master(conn, table: sa.Table) -> str:
+    """The catalog (``sqlite_master``) of the database file ``table`` is in."""
+    if table.schema in (None, "main"):
+        return "sqlite_master"
+    return f"{conn.dialect.identifier_preparer.quote(table.schema)}.sqlite_master"
+
+
 @register
 class SQLiteImpl(DialectImpl):
     name: ClassVar[str] = "sqlite"
@@ -124,9 +131,8 @@ class SQLiteImpl(DialectImpl):
         rowid = _rowid(table)
         if rowid is None:
             return None
-        schema = table.schema or "main"
-        sql = conn.execute(sa.text(f"SELECT sql FROM {conn.dialect.identifier_preparer.quote(schema)}.sqlite_master "
-                                   "WHERE type = 'table' AND name = :t"), {"t": table.name}).scalar()
+        sql = conn.execute(sa.text(f"SELECT sql FROM {_master(conn, table)} WHERE type = 'table' AND name = :t"),
+                           {"t": table.name}).scalar()
         if not sql or re.search(r"\bWITHOUT\s+ROWID\b", sql, re.IGNORECASE):
             return None
         col = sa.literal_column(rowid, sa.Integer)
@@ -269,8 +275,7 @@ class SQLiteImpl(DialectImpl):
     counts_by_index: ClassVar[bool] = True
 
     def rewrites_writes(self, conn, table: sa.Table) -> bool:
-        master = "sqlite_master" if table.schema in (None, "main") else \
-            f"{conn.dialect.identifier_preparer.quote(table.schema)}.sqlite_master"
+        master = _master(conn, table)
         return bool(conn.execute(sa.text(f"SELECT count(*) FROM {master} WHERE type = 'trigger' AND tbl_name = :t"),
                                  {"t": table.name}).scalar())
 

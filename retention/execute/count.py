@@ -15,6 +15,7 @@ from retention.execute.keys import _count, _range, _ranges
 from retention.execute.options import ExecOptions
 from retention.plan import RulePlan
 from retention.report.model import Guard, Protection, RuleOutcome
+from retention.schema import indexed
 from retention.timectx import TimeContext
 
 
@@ -117,12 +118,8 @@ def _scan(conn: Connection, plan: RulePlan, out: RuleOutcome) -> tuple[int, obje
 
 def _clock_indexed(plan: RulePlan) -> bool:
     """The rule's clock is a column of its table that some index begins with."""
-    t, clock = plan.table.table, plan.clock
-    if not (isinstance(clock, sa.Column) and clock.table is t):
-        return False
-    leads = [idx.columns[0].name for idx in t.indexes if len(idx.columns)]
-    leads += [c.columns[0].name for c in t.constraints if isinstance(c, sa.UniqueConstraint) and len(c.columns)]
-    return clock.name in leads or (len(t.primary_key.columns) > 0 and t.primary_key.columns[0].name == clock.name)
+    clock = plan.clock
+    return isinstance(clock, sa.Column) and clock.table is plan.table.table and indexed(clock.table, (clock.name,))
 
 
 def _scan_by_index(conn: Connection, plan: RulePlan, out: RuleOutcome) -> tuple[int, object, list[int]]:
@@ -154,6 +151,8 @@ def _scan_by_index(conn: Connection, plan: RulePlan, out: RuleOutcome) -> tuple[
                            .select_from(t).where(plan.pending, widest, plan.conditions)).one()
         later = [int(n) for n in row]
     return table_rows, oldest, later
+
+
 def _exists(conn: Connection, table: sa.Table, *where) -> bool:
     return bool(conn.execute(sa.select(sa.exists(sa.select(sa.literal(1)).select_from(table).where(*where)))).scalar())
 
