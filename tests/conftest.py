@@ -52,6 +52,24 @@ def _unavailable(reason: str, engine: str = "PostgreSQL"):
     pytest.skip(f"{engine} unavailable: {reason}")
 
 
+def _still_running(server) -> None:
+    """Fail the test at hand if the session's server has died, after starting a fresh one.
+
+    A server that dies under the suite (a crash, the kernel's OOM killer, a
+    full disk) would otherwise fail every later test with "connection
+    refused" and say nothing of why. The first test to find it gone fails
+    with how it ended; the tests after it get a new server.
+    """
+    gone = server.gone()
+    if gone is None:
+        return
+    try:
+        server.restart()
+    except Exception as exc:  # noqa: BLE001 - reported with the death, in one line
+        gone += f"; no new server could be started: {exc}".replace("\n", " | ")
+    pytest.fail(gone, pytrace=False)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Mark every test that uses PostgreSQL so ``-m "not postgresql"`` deselects it.
@@ -135,6 +153,7 @@ def _database_name(nodeid: str) -> str:
 @pytest.fixture
 def pg_url(pg_server, request):
     """SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    _still_running(pg_server)
     name = _database_name(request.node.nodeid)
     template = _pg_shop_template(request, pg_server)
     url = pg_server.create_database(name, template=template)
@@ -149,6 +168,7 @@ def pg_url(pg_server, request):
 @pytest.fixture
 def mariadb_url(mariadb_server, request):
     """SQLAlchemy URL (``mariadb+pymysql://``) of a fresh, empty MariaDB database, dropped after the test."""
+    _still_running(mariadb_server)
     name = _database_name(request.node.nodeid)
     url = mariadb_server.create_database(name)
     try:
@@ -166,16 +186,22 @@ def _pg_shop_template(request, pg_server) -> str | None:
     """
     if not {"shop", "pg_shop"} & set(request.fixturenames):
         return None
-    return request.getfixturevalue("pg_shop_template")
+    name, incarnation = request.getfixturevalue("pg_shop_template")
+    return name if incarnation == pg_server.incarnation else None   # a restarted server holds no template
 
 
 @pytest.fixture(scope="session")
 def pg_shop_template(pg_server, tmp_path_factory):
-    """A PostgreSQL database holding the empty shop schema, copied for each shop on PostgreSQL."""
+    """A PostgreSQL database holding the empty shop schema, copied for each shop on PostgreSQL.
+
+    Its name and the server's incarnation: a server restarted under the suite holds no template.
+    """
     name = f"t_shop_template_{uuid.uuid4().hex[:12]}"
     Shop(pg_server.create_database(name), tmp_path_factory.mktemp("shop-template")).close()
-    yield name
-    pg_server.drop_database(name)
+    incarnation = pg_server.incarnation
+    yield name, incarnation
+    if pg_server.incarnation == incarnation:
+        pg_server.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql),

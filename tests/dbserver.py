@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,8 @@ class DatabaseAdmin:
     admin_url: str
     unavailable: type[ServerUnavailable] = ServerUnavailable
     engine_name = "the database server"
+    #: how many times the server was started afresh in place of a dead one
+    incarnation = 0
 
     def _admin(self, sql: str):
         """Run one statement in autocommit; its rows, if it returns any."""
@@ -84,6 +87,10 @@ class DatabaseAdmin:
     def database_url(self, name: str) -> str:
         """The SQLAlchemy URL of database ``name`` on this server."""
         return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def gone(self) -> str | None:
+        """None while the server runs; else how it ended (see :meth:`ThrowawayServer.gone`)."""
+        return None
 
     def check(self) -> None:
         """Raise ``self.unavailable`` unless the server answers."""
@@ -180,6 +187,31 @@ class ThrowawayServer(DatabaseAdmin):
     def __enter__(self):
         return self.start()
 
+    # -- a server that died under the suite ----------------------------------
+
+    def gone(self) -> str | None:
+        """None while the server process runs; else one line on how it ended.
+
+        The line gives what its log last said of errors and signals, and the
+        free disk and memory now, since those are what end a server that
+        nothing stopped. A server not started (or stopped) is not gone.
+        """
+        if self.tmpdir is None or _process_runs(self._server_pid()):
+            return None
+        log = self._log_tail(lines=400).splitlines()
+        telling = [i for i, line in enumerate(log) if _TELLING.search(line)][-6:]
+        picked = sorted({*telling, *range(max(0, len(log) - 3), len(log))})   # in the log's order
+        disk = shutil.disk_usage(self.tmpdir).free // 2**20
+        return (f"the session's {self.engine_name} server (port {self.port}) exited under the suite; "
+                f"{disk} MiB of disk and {_available_memory_mib()} MiB of memory are free now; "
+                f"its log ends: {' | '.join(log[i].strip() for i in picked)[-1500:] or '(empty)'}")
+
+    def restart(self) -> None:
+        """A fresh server in place of a dead one: new directory, new port."""
+        self.stop()
+        self.incarnation += 1
+        self.start()
+
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
@@ -198,6 +230,10 @@ class ThrowawayServer(DatabaseAdmin):
         """Anything the server needs once it answers."""
 
     def _shutdown(self) -> None:
+        raise NotImplementedError
+
+    def _server_pid(self) -> int | None:
+        """The server process's pid, from its pid file; None if there is none."""
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------
@@ -236,6 +272,40 @@ class ThrowawayServer(DatabaseAdmin):
                     raise self.unavailable(f"the server did not answer within {self.startup_timeout:.0f}s:\n"
                                            f"{self._log_tail()}") from None
                 time.sleep(0.1)
+
+
+#: log lines that tell why a server ended
+_TELLING = re.compile(r"ERROR|FATAL|PANIC|signal|Assertion|aborting|terminat|killed|out of memory|No space|^Query \(",
+                      re.IGNORECASE)
+
+
+def _process_runs(pid: int | None) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    if pid is None:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return not any(line.startswith("State:") and "Z" in line.split()[1:2] for line in status.splitlines())
+
+
+def _available_memory_mib() -> int | str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return "?"
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid on the first line of a pid file; None if it is missing or unreadable."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def unprivileged_user(preferred: tuple[str, ...], fallback: str) -> str:

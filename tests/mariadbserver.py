@@ -31,7 +31,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from dbserver import ExistingServerBase, ServerUnavailable, ThrowawayServer, _as_user
+from dbserver import ExistingServerBase, ServerUnavailable, ThrowawayServer, _as_user, read_pid
 
 #: created by mariadb-install-db with no password, reachable only over loopback
 SUPERUSER = "root"
@@ -178,10 +178,12 @@ class MariaDBServer(_MariaDBAdmin, ThrowawayServer):
         # SIGKILL: no shutdown work for files about to be deleted. runuser stays the
         # parent of the server, so the server is killed by its own pid (the pid file),
         # and the process group this class started only if that is not enough.
-        try:
-            os.kill(int((self.tmpdir / "mariadbd.pid").read_text().strip()), signal.SIGKILL)
-        except (OSError, ValueError, TypeError):
-            pass
+        pid = self._server_pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         try:
             proc.wait(timeout=10)   # runuser reaps the server and exits
         except subprocess.TimeoutExpired:
@@ -190,6 +192,9 @@ class MariaDBServer(_MariaDBAdmin, ThrowawayServer):
                 proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 pass
+
+    def _server_pid(self) -> int | None:
+        return read_pid(self.tmpdir / "mariadbd.pid")
 
     def _load_time_zones(self) -> None:
         """Fill mysql.time_zone* from the system's zoneinfo, as Debian's package does on install."""

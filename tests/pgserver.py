@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from dbserver import ExistingServerBase, ServerUnavailable, ThrowawayServer, free_port
+from dbserver import ExistingServerBase, ServerUnavailable, ThrowawayServer, free_port, read_pid
 
 __all__ = ["ExistingServer", "PostgresServer", "PostgresUnavailable", "find_bindir", "free_port"]
 
@@ -160,6 +160,9 @@ class PostgresServer(_PostgresAdmin, ThrowawayServer):
                 self._pg(["pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop"])
             except PostgresUnavailable:
                 pass  # already gone; removing the directory is all that is left
+
+    def _server_pid(self) -> int | None:
+        return read_pid(self.datadir / "postmaster.pid")
 
     def _write_conf(self) -> None:
         settings = {
