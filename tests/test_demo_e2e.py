@@ -38,7 +38,7 @@ NOW_NAIVE = datetime(2026, 3, 15, 9, 30)
 HASH_KEY = "e2e-hash-key"
 SCRIPT = Path(sys.executable).with_name("retention")
 DB = "retention-demo.db"
-FORMATS = ("text", "json", "markdown")
+FORMATS = ("text", "json", "markdown", "html")
 PG_PASSWORD = "DemoPw4711"      # the test server trusts loopback: any password connects, none may be printed
 
 

@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from retention.log import configure_logging
-from retention.report import render
+from retention.report import FORMATS, render
 from tests.shopkit import outcome
 
 NOW = datetime(2025, 6, 1, 12, 0)
@@ -57,7 +57,7 @@ def _run_and_collect(shop, policy_body: str) -> tuple[str, str]:
     report = shop.run(shop.policy(policy_body), now=NOW)
     out = outcome(report, "closed-users")
     assert out.status == "failed" and out.error, out
-    written = "\n".join(render(report, fmt) for fmt in ("text", "json", "markdown")) + stream.getvalue()
+    written = "\n".join(render(report, fmt) for fmt in FORMATS) + stream.getvalue()
     return out.error, written
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from retention.report.model import Cascade, Guard, Protection, Report, RuleOutcome
 
-FORMATS = ("text", "json", "markdown")
+FORMATS = ("text", "json", "markdown", "html")
 
 
 def render(report: Report, fmt: str) -> str:
@@ -15,6 +15,9 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "markdown":
         from retention.report.markdown import render_markdown
         return render_markdown(report)
+    if fmt == "html":
+        from retention.report.html import render_html
+        return render_html(report)
     if fmt == "text":
         from retention.report.text import render_text
         return render_text(report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from retention.report.model import Report, RuleOutcome
 from retention.report.text import (
     NUMERIC_COLUMNS,
+    REQUESTS_NUMERIC,
     clean,
     count,
     describe_cutoff,
@@ -18,7 +19,11 @@ from retention.report.text import (
     describe_not_done,
     describe_partition,
     exit_summary,
+    has_requests,
     oldest_date,
+    requests_headline,
+    requests_notes,
+    requests_table,
     short_sha,
     status_label,
     summary_header,
@@ -130,4 +135,11 @@ def render_markdown(report: Report) -> str:
         out += ["## Rules", ""]
         for rule in report.rules:
             out += _rule_section(report, rule)
+    if has_requests(report):
+        out += ["## Erasure requests", "", cell(requests_headline(report)), ""]
+        header, rows = requests_table(report)
+        if rows:
+            out += table([cell(h) for h in header], [[cell(c) for c in row] for row in rows],
+                         numeric=REQUESTS_NUMERIC) + [""]
+        out += ["  " * depth + f"- {cell(note)}" for depth, note in requests_notes(report)]
     return "\n".join(out).rstrip("\n") + "\n"

@@ -335,46 +335,73 @@ _URGENCY = {"overdue": "OVERDUE", "due_soon": "DUE SOON"}
 
 def render_requests(report: Report) -> list[str]:
     """The erasure requests, the ledger entries this run wrote, the recipients' delivery."""
-    if not report.requests and not report.ledger and not report.notifications:
+    if not has_requests(report):
         return []
+    lines = ["", requests_headline(report)]
+    header, rows = requests_table(report)
+    if rows:
+        lines += format_table(header, rows, numeric=REQUESTS_NUMERIC)
+    return lines + ["  " * (depth + 1) + note for depth, note in requests_notes(report)]
+
+
+# -- the requests' phrases, shared with the markdown and HTML renderers ------
+
+#: indices of the right-aligned columns in :func:`requests_table`
+REQUESTS_NUMERIC = {4}
+
+
+def has_requests(report: Report) -> bool:
+    """Whether the report has anything to say of erasure requests, the ledger or the recipients."""
+    return bool(report.requests or report.ledger or report.notifications)
+
+
+def requests_headline(report: Report) -> str:
+    """'erasure requests: 2 open, 1 overdue, 0 due within 3 days, 0 partial'."""
     rq = report.requests_summary()
-    lines = ["", f"erasure requests: {rq['open']} open, {rq['overdue']} overdue, {rq['due_soon']} due within "
-                 f"3 days, {rq['partial']} partial"]
-    if report.requests:
-        rows = [[r["request"], r["subject_hash"] or "(gone)", r["received_at"][:10], r["deadline"][:10],
-                 "" if r["days_left"] is None else str(r["days_left"]), r["status"],
-                 _URGENCY.get(r["urgency"] or "", "")] for r in report.requests]
-        lines += format_table(["request", "subject", "received", "deadline", "days left", "status", ""], rows,
-                              numeric={4})
+    return (f"erasure requests: {rq['open']} open, {rq['overdue']} overdue, {rq['due_soon']} due within "
+            f"3 days, {rq['partial']} partial")
+
+
+def requests_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The requests' header and rows: request, subject's keyed hash, received, deadline, days left, status."""
+    rows = [[r["request"], r["subject_hash"] or "(gone)", r["received_at"][:10], r["deadline"][:10],
+             "" if r["days_left"] is None else str(r["days_left"]), r["status"],
+             _URGENCY.get(r["urgency"] or "", "")] for r in report.requests]
+    return ["request", "subject", "received", "deadline", "days left", "status", ""], rows
+
+
+def requests_notes(report: Report) -> list[tuple[int, str]]:
+    """What each request erased, kept and skipped, the ledger entries, the delivery: (depth, line)."""
+    notes: list[tuple[int, str]] = []
+    add = notes.append
     for r in report.requests:
         if r["erased"]:
             verb = "would erase" if report.dry_run else "erased"
-            lines.append(f"  {r['request']}: {verb} " + ", ".join(f"{t} {n}" for t, n in sorted(r["erased"].items())))
+            add((0, f"{r['request']}: {verb} " + ", ".join(f"{t} {n}" for t, n in sorted(r["erased"].items()))))
         for p in r["protected"]:
             until = f" until {p['until'][:10]}" if p.get("until") else (" until released" if p["kind"] == "hold"
                                                                         else "")
-            lines.append(f"  {r['request']}: {p['rows']} row(s) of {p['table']} kept by {p['kind']} "
-                         f"'{p['name']}'{until}" + (f", {p['restricted']} restricted" if p.get("restricted") else ""))
+            add((0, f"{r['request']}: {p['rows']} row(s) of {p['table']} kept by {p['kind']} "
+                    f"'{p['name']}'{until}" + (f", {p['restricted']} restricted" if p.get("restricted") else "")))
         for n in r.get("not_done", ()):
-            lines.append(f"  {r['request']}: {n['rows']} row(s) of {n['table']} not done: {n['why']}")
+            add((0, f"{r['request']}: {n['rows']} row(s) of {n['table']} not done: {n['why']}"))
         for table, n in sorted(r.get("registers", {}).items()):
-            lines.append(f"  {r['request']}: {n} row(s) of the hold register {table} kept: the record of a legal "
-                         f"process is never erased by a request")
+            add((0, f"{r['request']}: {n} row(s) of the hold register {table} kept: the record of a legal "
+                    f"process is never erased by a request"))
         for skipped in r.get("skipped", ()):
-            lines.append(f"  {r['request']}: not fulfilled by this run: {skipped}")
+            add((0, f"{r['request']}: not fulfilled by this run: {skipped}"))
         if r.get("error"):
-            lines.append(f"  {r['request']}: error: {clean(r['error'])}")
+            add((0, f"{r['request']}: error: {clean(r['error'])}"))
     for e in report.ledger:
         gone = e["gone_by"][:10] if e["gone_by"] else f"no provable date ({e['gone_by_reason']})"
-        lines.append(f"  ledger {e['id']}: {e['request']} {e['status']}, "
-                     f"{sum(e['tables'].values())} rows in {len(e['tables'])} table(s); gone from backups by {gone}")
+        add((0, f"ledger {e['id']}: {e['request']} {e['status']}, "
+                f"{sum(e['tables'].values())} rows in {len(e['tables'])} table(s); gone from backups by {gone}"))
     if report.notifications:
         n = report.notifications
         if "would_send" in n:
-            lines.append(f"  recipients: {n['would_send']} notification(s) a run would send; "
-                         f"{n['pending']} waiting in the outbox")
+            add((0, f"recipients: {n['would_send']} notification(s) a run would send; "
+                    f"{n['pending']} waiting in the outbox"))
         else:
-            lines.append(f"  recipients: {n['delivered']} delivered, {n['failed']} failed, "
-                         f"{n['pending']} in the outbox")
-        lines += [f"    {clean(err)}" for err in n["errors"]]
-    return lines
+            add((0, f"recipients: {n['delivered']} delivered, {n['failed']} failed, {n['pending']} in the outbox"))
+        notes += [(1, clean(err)) for err in n["errors"]]
+    return notes
