@@ -100,7 +100,7 @@ def _writable(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 def report_options(f):
     f = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-                     help="Report format (default: from --out's extension, .json or .md; else text).")(f)
+                     help="Report format (default: from --out's extension, .json, .md or .html; else text).")(f)
     f = click.option("--out", "out", type=click.Path(dir_okay=False), default=None, callback=_writable,
                      help="Write the report to FILE instead of stdout.")(f)
     f = click.option("--sql", "show_sql", is_flag=True, help="Show the statements each rule runs.")(f)
@@ -117,12 +117,12 @@ def _format(fmt: str | None, out: str | None) -> str:
     if fmt:
         return fmt
     suffix = Path(out).suffix.lower() if out else ""
-    return {".json": "json", ".md": "markdown"}.get(suffix, "text")
+    return {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html"}.get(suffix, "text")
 
 
 def _emit(text: str, out: str | None) -> None:
     if out:
-        Path(out).write_text(text)
+        Path(out).write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=not text.endswith("\n"))
 
@@ -328,6 +328,20 @@ def request_erase(opts, target, reason, queue) -> None:
     from retention.requests.commands import file_request
     item = file_request(opts["config"], target, reason=reason, queue=queue, now=opts["now"])
     click.echo(f"filed {item['request']} for {target}: deadline {item['deadline']} ({item['days_left']} days)")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["markdown", "html"]), default=None,
+              help="Document format (default: from --out's extension, .html or .md; else markdown).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, callback=_writable,
+              help="Write the document to FILE instead of stdout.")
+@global_options
+def schedule(opts, fmt, out) -> None:
+    """The retention schedule as a document: data, period, basis, action; from the policy file alone."""
+    from retention.schedule import render as render_schedule
+    document = commands.schedule(opts["config"], only=opts["only"], now=opts["now"])
+    fmt = fmt or ("html" if out and Path(out).suffix.lower() in (".html", ".htm") else "markdown")
+    _emit(render_schedule(document, fmt), out)
 
 
 @cli.command("requests")

@@ -384,6 +384,23 @@ def plan(config_path: str | None = None, **kwargs) -> Report:
     return run(config_path, dry_run=True, **kwargs)
 
 
+def schedule(config_path: str | None = None, *, only: list[str] | None = None, now: datetime | None = None,
+             env: Mapping[str, str] | None = None):
+    """The retention schedule (:class:`retention.schedule.Schedule`), from the policy file alone.
+
+    No database is opened and no URL is resolved.  ``only`` names rules to
+    list (a disabled one too: the schedule says it is not enforced).
+    """
+    from retention import schedule as document
+    config = load_config(config_path, env=env, resolve_urls=False)
+    names = {r.name for r in config.rules}
+    for name in only or ():
+        if name not in names:
+            raise ConfigError(f"no rule named '{name}' (rules: {', '.join(sorted(names))})",
+                              file=config.path, where="--only", key=None)
+    return document.build(config, now=now or utcnow(), only=only)
+
+
 def backups_rotate(config_path: str | None = None, *, dry_run: bool = False, now: datetime | None = None,
                    only: list[str] | None = None, env: Mapping[str, str] | None = None):
     """Rotate the ``[[backups]]`` sets (or only those named): list kept and removed, then remove.

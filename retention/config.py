@@ -504,8 +504,14 @@ def _pydantic_errors(e: ValidationError, data: Mapping, path: str) -> ConfigErro
     return ConfigErrors(unique)
 
 
-def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read, parse and validate a policy file; raise :class:`ConfigError` on any problem."""
+def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,
+                resolve_urls: bool = True) -> Config:
+    """Read, parse and validate a policy file; raise :class:`ConfigError` on any problem.
+
+    ``resolve_urls=False`` leaves the databases' URLs alone (``Config.urls`` is
+    empty): for what reads the file only, such as the schedule, where the
+    environment variables and secret files the URLs name need not exist.
+    """
     env = os.environ if env is None else env
     path = str(path or env.get("RETENTION_CONFIG") or "policies.toml")
     try:
@@ -527,7 +533,7 @@ def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str]
         raise _pydantic_errors(e, data, path) from None
     except RecursionError:
         raise ConfigError(_TOO_DEEP, file=path) from None
-    urls = _resolve_urls(model, path, env)
+    urls = _resolve_urls(model, path, env) if resolve_urls else {}
     _cross_check(model, path, urls)
     return Config(model, path, hashlib.sha256(raw).hexdigest(), urls)
 
