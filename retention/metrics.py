@@ -170,6 +170,9 @@ class _Collector:
         guard = gauge("retention_guard_tripped", "1 if the rule's guard tripped (it touched nothing).", ["rule"])
         failed = gauge("retention_rule_failed", "1 if the rule failed.", ["rule"])
         seconds = gauge("retention_rule_duration_seconds", "How long the rule took, in seconds.", ["rule"])
+        smallest = gauge("retention_k_anonymity_smallest_class",
+                         "The smallest class of the rule's anonymized rows over its quasi-identifiers "
+                         "([rules.check]); the check fails below k.", ["rule", "k"])
         for r in report.rules:
             rows.add_metric(bv + [r.rule, r.action], r.touch)
             by_action: dict[str, int] = {}
@@ -184,7 +187,9 @@ class _Collector:
             guard.add_metric(bv + [r.rule], 1 if r.status == "guard_tripped" else 0)
             failed.add_metric(bv + [r.rule], 1 if r.status == "failed" else 0)
             seconds.add_metric(bv + [r.rule], r.duration_seconds)
-        yield from (rows, due, remaining, protected, guard, failed, seconds)
+            if r.check and r.check["smallest_class"] is not None:
+                smallest.add_metric(bv + [r.rule, str(r.check["k"])], r.check["smallest_class"])
+        yield from (rows, due, remaining, protected, guard, failed, seconds, smallest)
 
 
 def registry(m: RunMetrics, *, last_success: float | None) -> prometheus.CollectorRegistry:

@@ -450,7 +450,7 @@ class Run(BatchHooks):
 def _outcome(report: Report) -> str:
     if report.interrupted:
         return "interrupted"
-    if report.errors or any(r.status == "failed" for r in report.rules):
+    if report.errors or any(r.status in ("failed", "check_failed") for r in report.rules):
         return "failed"
     if any(r.status == "guard_tripped" for r in report.rules):
         return "guard_tripped"

@@ -91,7 +91,9 @@ def _then(rule: RuleConfig) -> str:
     if rule.action == "restrict":
         return f"restricted: kept, beyond use ({rule.restrict_column} set)"
     columns = "; ".join(f"{c}: {_strategy(s)}" for c, s in rule.columns.items())
-    return f"anonymized ({columns})"
+    check = (f"; every combination of {', '.join(rule.check.quasi_identifiers)} shared by at least "
+             f"{rule.check.k} rows (checked after each run)") if rule.check else ""
+    return f"anonymized ({columns}){check}"
 
 
 def _data(table: str, columns: list[str] | None = None, where: str = "") -> str:

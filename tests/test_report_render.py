@@ -218,7 +218,8 @@ def test_json_round_trips_with_documented_keys():
     assert doc["schema_version"] == 1 and doc["mode"] == "dry-run" and doc["exit_code"] == 1
     assert datetime.fromisoformat(doc["now"]) == NOW
     assert doc["config"] == {"path": "policies.toml", "sha256": "3f9a0c1d2e4b5a69788796a5b4e3d2c1f0"}
-    assert doc["totals"] == {"rules": 3, "failed": 1, "guard_tripped": 1, "incomplete": 0, "due": 96200, "protected": 45,
+    assert doc["totals"] == {"rules": 3, "failed": 1, "guard_tripped": 1, "incomplete": 0, "check_failed": 0,
+                            "due": 96200, "protected": 45,
                              "touch": 1155, "cascaded": 4017}
     first = doc["rules"][0]
     assert first["protected_total"] == 45 and first["cascaded_total"] == 4017

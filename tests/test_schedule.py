@@ -45,6 +45,7 @@ where = { status = ["closed", "banned"], region = { ne = "eu" } }
 columns.email = { strategy = "hash", length = 16 }
 columns.phone = "null"
 mark = "anonymized_at"
+check = { quasi_identifiers = ["region", "status"], k = 10 }
 
 [[rules]]
 name = "old-notes-restrict"
@@ -114,7 +115,8 @@ def test_each_rule_floor_and_backup_is_a_row_with_its_period_action_and_basis(tm
     crm = rules["crm-anonymize"]
     assert crm["data"] == "crm.contacts: email, phone; where status in (closed, banned) and region != eu"
     assert crm["kept until"] == "from closed_at (as soon as it is set)"
-    assert crm["then"] == "anonymized (email: hash (length 16); phone: null)"
+    assert crm["then"] == ("anonymized (email: hash (length 16); phone: null); every combination of region, "
+                           "status shared by at least 10 rows (checked after each run)")
     assert crm["basis"] == "-"
     notes = rules["old-notes-restrict (disabled: not enforced)"]
     assert notes["kept until"] == "P1Y6M after created_at"

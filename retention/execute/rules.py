@@ -83,6 +83,8 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
                 _enforce(tx, plan, settings, ctx, opts, out, limit=out.guard.rows, hooks=hooks)
             # counted rows not touched, including those the batches could not do (out.not_done)
             out.remaining = out.due - out.protected_total - out.unchanged - out.touch
+        if rule.check is not None:
+            _judge(tx, plan, opts, out)
     except (SQLAlchemyError, RetentionError) as e:
         out = locals().get("out") or RuleOutcome(rule=rule.name, action=rule.action, table=rule.table,
                                                  basis=rule.basis)
@@ -96,6 +98,18 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
              cascaded=out.cascaded_total, batches=out.batches, seconds=out.duration_seconds,
              error=out.error)
     return out
+
+
+def _judge(tx: Transactions, plan: RulePlan, opts: ExecOptions, out: RuleOutcome) -> None:
+    """The rule's k-anonymity check, on what the run wrote; a class below k fails the rule's check."""
+    from retention.execute.kanonymity import k_anonymity, not_judged
+    if opts.dry_run or out.status not in ("ok", "incomplete"):
+        out.check = not_judged(plan)
+        return
+    with tx.read() as conn:
+        out.check = k_anonymity(conn, plan)
+    if not out.check["passed"] and out.status == "ok":
+        out.status = "check_failed"
 
 
 #: a batch that meets one of these (a child committed under a row being deleted, a deadlock)

@@ -20,6 +20,7 @@ from retention.report.text import (
     REQUESTS_NUMERIC,
     clean,
     count,
+    describe_check,
     describe_cutoff,
     describe_forecast,
     describe_guard,
@@ -168,6 +169,8 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
                                 "(-infinity, before year 1 or after 9999): not in the oldest clock"))
     if (text := describe_guard(rule)):
         pairs.append(("guard", esc(text)))
+    if (text := describe_check(rule)):
+        pairs.append(("k-anonymity", esc(text)))
     if (text := describe_not_done(rule)):
         pairs.append(("not done", esc(text)))
     if rule.kept_columns:

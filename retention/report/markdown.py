@@ -13,6 +13,7 @@ from retention.report.text import (
     REQUESTS_NUMERIC,
     clean,
     count,
+    describe_check,
     describe_cutoff,
     describe_forecast,
     describe_guard,
@@ -76,6 +77,8 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
         facts.append(("forecast", text))
     if (text := describe_guard(rule)):
         facts.append(("guard", cell(text)))
+    if (text := describe_check(rule)):
+        facts.append(("k-anonymity", cell(text)))
     if (text := describe_not_done(rule)):
         facts.append(("not done", cell(text)))
     if rule.kept_columns:

@@ -87,7 +87,7 @@ class RuleOutcome:
     action: str
     table: str
     basis: str = ""
-    status: str = "ok"                # ok | failed | guard_tripped | incomplete (see not_done)
+    status: str = "ok"                # ok | failed | guard_tripped | incomplete (see not_done) | check_failed
     due: int = 0                      # rows whose clock and conditions make them due
     protected: list[Protection] = field(default_factory=list)
     touch: int = 0                    # would touch (dry run) / touched (run); 0 when a guard trips
@@ -114,6 +114,9 @@ class RuleOutcome:
     statements: list[str] = field(default_factory=list)
     #: ``partitions = "drop" | "detach"``: whole partitions taken instead of their rows (part of ``touch``)
     partitions: list[PartitionOutcome] = field(default_factory=list)
+    #: ``[rules.check]``: k, quasi_identifiers, evaluated, passed, smallest_class, classes, rows
+    #: (retention.execute.kanonymity); not evaluated by a plain dry run.  None: the rule has no check
+    check: dict | None = None
 
     @property
     def protected_total(self) -> int:
@@ -197,7 +200,7 @@ class Report:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130 if self.interrupted == "SIGINT" else 143
-        if self.errors or any(r.status in ("failed", "incomplete") for r in self.rules):
+        if self.errors or any(r.status in ("failed", "incomplete", "check_failed") for r in self.rules):
             return 1
         if any(r.get("not_done") for r in self.requests):      # the database kept rows a request erases
             return 1
@@ -223,6 +226,7 @@ class Report:
                 "failed": sum(r.status == "failed" for r in self.rules),
                 "guard_tripped": sum(r.status == "guard_tripped" for r in self.rules),
                 "incomplete": sum(r.status == "incomplete" for r in self.rules),
+                "check_failed": sum(r.status == "check_failed" for r in self.rules),
                 "due": sum(r.due for r in self.rules),
                 "protected": sum(r.protected_total for r in self.rules),
                 "touch": sum(r.touch for r in self.rules),

@@ -38,7 +38,8 @@ from retention.log import mask_url
 from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
 
 STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "incomplete": "INCOMPLETE",
-                "interrupted": "INTERRUPTED", "plan_drifted": "PLAN DRIFTED"}
+                "interrupted": "INTERRUPTED", "plan_drifted": "PLAN DRIFTED",
+                "check_failed": "CHECK FAILED"}
 
 
 # -- width-aware alignment ---------------------------------------------------
@@ -144,6 +145,21 @@ def describe_forecast(rule: RuleOutcome) -> str | None:
     return "next " + ", ".join(f"{k} {count(rule.forecast[k])}" for k in keys)
 
 
+def describe_check(rule: RuleOutcome) -> str | None:
+    """The k-anonymity check's verdict: smallest class against k, over which columns and rows."""
+    c = rule.check
+    if not c:
+        return None
+    over = f"k = {c['k']} over {', '.join(c['quasi_identifiers'])}"
+    if not c["evaluated"]:
+        return f"{over}: not judged (a dry run anonymizes nothing; --simulate judges the values a run writes)"
+    if c["smallest_class"] is None:
+        return f"{over}: passed, no anonymized rows yet"
+    verdict = "passed" if c["passed"] else "FAILED"
+    return (f"{over}: {verdict}, smallest class {count(c['smallest_class'])} "
+            f"({count(c['rows'])} rows in {count(c['classes'])} classes)")
+
+
 def guard_rows(rule: RuleOutcome) -> int:
     """Rows the guard weighed: what the rule touches, or would have had it not tripped."""
     return rule.guard.rows
@@ -184,6 +200,10 @@ def exit_summary(report: Report) -> str:
     if incomplete:
         parts.append(f"{_n(len(incomplete), 'rule')} incomplete ({', '.join(incomplete)}): "
                      "rows not done, see 'not done'")
+    checks = [r.rule for r in report.rules if r.status == "check_failed"]
+    if checks:
+        parts.append(f"k-anonymity check failed on {', '.join(checks)}: a class of anonymized rows is smaller "
+                     "than k, see 'k-anonymity'")
     drifted = [r.rule for r in report.rules if r.status == "plan_drifted"]
     if drifted:
         parts.append(f"more to touch than the reviewed plan counted on {', '.join(drifted)}: "
@@ -272,6 +292,8 @@ def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
         out.append(("forecast", text))
     if (text := describe_guard(rule)):
         out.append(("guard", text))
+    if (text := describe_check(rule)):
+        out.append(("k-anonymity", text))
     if rule.kept_columns:
         out.append(("kept", "columns a floor keeps: " + ", ".join(rule.kept_columns)))
     if rule.overlaps:
