@@ -213,6 +213,9 @@ class RuleConfig(_Model):
             raise ValueError(f"'mark' only applies to action 'anonymize', not '{self.action}'")
         if self.action != "anonymize" and self.check:
             raise ValueError(f"'check' (k-anonymity) only applies to action 'anonymize', not '{self.action}'")
+        if self.check and not self.mark:
+            raise ValueError("'check' (k-anonymity) needs 'mark': the check judges the rows the rule anonymized, "
+                             "and the mark is how the job knows them")
         return self
 
 

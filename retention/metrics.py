@@ -185,7 +185,7 @@ class _Collector:
             for p in r.protected:
                 protected.add_metric(bv + [r.rule, p.kind, p.name], p.rows)
             guard.add_metric(bv + [r.rule], 1 if r.status == "guard_tripped" else 0)
-            failed.add_metric(bv + [r.rule], 1 if r.status == "failed" else 0)
+            failed.add_metric(bv + [r.rule], 1 if r.status in ("failed", "check_failed") else 0)
             seconds.add_metric(bv + [r.rule], r.duration_seconds)
             if r.check and r.check["smallest_class"] is not None:
                 smallest.add_metric(bv + [r.rule, str(r.check["k"])], r.check["smallest_class"])

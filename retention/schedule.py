@@ -19,7 +19,7 @@ from datetime import datetime
 
 from retention.config import Config, Condition, RuleConfig
 from retention.durations import Duration
-from retention.log import mask_url
+from retention.log import mask_text
 
 FORMATS = ("markdown", "html")
 
@@ -54,18 +54,23 @@ def _period(length: Duration, clock: str) -> str:
     return f"{length} after {clock}"
 
 
+def _value(v) -> str:
+    """A policy value as the file writes it (booleans lowercase)."""
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
 def _condition(column: str, c: Condition) -> list[str]:
     parts = []
     for name, op in (("eq", "="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">=")):
         value = getattr(c, name)
         if value is not None:
-            parts.append(f"{column} {op} {value}")
+            parts.append(f"{column} {op} {_value(value)}")
     if c.is_null is not None:
         parts.append(f"{column} is {'' if c.is_null else 'not '}empty")
     if c.in_ is not None:
-        parts.append(f"{column} in ({', '.join(map(str, c.in_))})")
+        parts.append(f"{column} in ({', '.join(map(_value, c.in_))})")
     if c.not_in is not None:
-        parts.append(f"{column} not in ({', '.join(map(str, c.not_in))})")
+        parts.append(f"{column} not in ({', '.join(map(_value, c.not_in))})")
     return parts
 
 
@@ -181,7 +186,7 @@ def build(config: Config, *, now: datetime, only: list[str] | None = None) -> Sc
             "Backups",
             "Erased data stays in the backups taken before the erasure until they are rotated out.",
             ["backup set", "location", "rotation", "erased data gone"],
-            [[b.name, mask_url(b.location), _rotation(b),
+            [[b.name, mask_text(b.location), _rotation(b),
               f"within {b.max_age} of the erasure" if b.max_age is not None
               else "no date can be promised (the set has no max_age)"] for b in m.backups]))
     return Schedule(config.path, config.sha256, m.settings.timezone, now, sections)
@@ -195,7 +200,11 @@ def _lead(s: Schedule) -> list[tuple[str, str]]:
 
 
 def render_markdown(s: Schedule) -> str:
-    from retention.report.markdown import cell, table
+    from retention.report.markdown import cell as md_cell, table
+    from retention.report.text import clean
+
+    def cell(text: str) -> str:      # credentials masked, control characters shown, pipes escaped
+        return md_cell(clean(text))
     out = ["# Retention schedule", ""]
     out += [f"- **{k}:** {cell(v)}" for k, v in _lead(s)] + [""]
     for sec in s.sections:

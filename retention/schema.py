@@ -533,8 +533,6 @@ def bind(config: Config, catalog: Catalog, env: Mapping[str, str], *, need_keys:
             column(bound, rule.restrict_column, where, "restrict_column")
         if rule.mark:
             column(bound, rule.mark, where, "mark")
-        for col_name in (rule.check.quasi_identifiers if rule.check else ()):
-            column(bound, col_name, where, "check.quasi_identifiers")
         if rule.action == "delete":
             _check_cycles(b, bound.key, where, err)
         strategies: dict[str, Strategy] = {}

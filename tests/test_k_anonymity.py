@@ -54,9 +54,9 @@ def _fill(shop, ips: dict[int, str] = IPS) -> None:
     shop.insert("legal_holds", dict(id=1, user_id=7, released_at=None))
 
 
-def _policy(shop, k: int, mark: bool = True) -> str:
+def _policy(shop, k: int, mark: bool = True, extra: str = "") -> str:
     return shop.policy(HOLDS + RULE.replace("{k}", str(k))
-                       .replace("{mark}", 'mark = "anonymized_at"' if mark else ""))
+                       .replace("{mark}", ('mark = "anonymized_at"' if mark else "") + "\n" + extra))
 
 
 def test_a_class_below_k_fails_the_check_after_the_rows_are_anonymized(shop):
@@ -65,12 +65,14 @@ def test_a_class_below_k_fails_the_check_after_the_rows_are_anonymized(shop):
     out, = report.rules
     assert out.status == "check_failed" and report.exit_code == 1
     assert out.check == {"k": 2, "quasi_identifiers": ["birth_date", "last_ip"], "evaluated": True,
-                         "passed": False, "smallest_class": 1, "classes": 3, "rows": 6}
+                         "passed": False, "smallest_class": 1, "classes": 3, "rows": 6,
+                         "not_judged": None}
     assert out.touch == 6                          # anonymized all the same: the check judges, it undoes nothing
     assert {u["id"] for u in shop.rows("users") if u["anonymized_at"] is not None} == {1, 2, 3, 4, 5, 6}
     text = render(report, "text")
     assert "k = 2 over birth_date, last_ip: FAILED, smallest class 1 (6 rows in 3 classes)" in text
     assert "k-anonymity check failed on closed-generalize" in text
+    assert "1 check failed" in text
     assert render(report, "json").count('"smallest_class": 1') == 1
 
 
@@ -96,18 +98,32 @@ def test_a_plain_dry_run_does_not_judge_and_a_simulation_does_without_changing_a
     assert all(u["anonymized_at"] is None for u in shop.rows("users"))
 
 
-def test_without_a_mark_the_rows_judged_are_the_due_and_unprotected_ones(sqlite_shop):
+def test_a_check_without_a_mark_is_refused(sqlite_shop):
+    # without a mark the job could not tell the rows it anonymized: a `where` on a column the
+    # rule rewrites would no longer match them, and the check would judge none
+    result = CliRunner().invoke(cli.cli, ["-c", _policy(sqlite_shop, k=2, mark=False), "check"], env=HASH_ENV)
+    assert result.exit_code == 2
+    assert "closed-generalize" in result.output and "needs 'mark'" in result.output
+
+
+def test_a_shard_or_a_tripped_guard_does_not_judge_and_says_why(sqlite_shop):
     _fill(sqlite_shop)
-    report = sqlite_shop.run(_policy(sqlite_shop, k=2, mark=False), now=NOW)
-    check = report.rules[0].check
-    assert (check["rows"], check["classes"], check["smallest_class"]) == (6, 3, 1)
+    shard = sqlite_shop.run(_policy(sqlite_shop, k=2), now=NOW, shard="0/2").rules[0]
+    assert shard.status == "ok" and 0 < shard.touch < 6
+    assert shard.check["evaluated"] is False and shard.check["not_judged"] == "shard"
+    tripped = sqlite_shop.run(_policy(sqlite_shop, k=2, extra="max_rows = 1"), now=NOW)
+    out = tripped.rules[0]
+    assert out.status == "guard_tripped" and out.check["not_judged"] == "stopped"
+    assert "not judged (the rule did not run to its end)" in render(tripped, "text")
+    unsharded = sqlite_shop.run(_policy(sqlite_shop, k=2), now=NOW).rules[0]
+    assert unsharded.status == "check_failed" and unsharded.check["rows"] == 6
 
 
 def test_the_report_holds_sizes_never_values(sqlite_shop):
     _fill(sqlite_shop)
     report = sqlite_shop.run(_policy(sqlite_shop, k=2), now=NOW)
     check = report.rules[0].check
-    assert all(isinstance(v, (int, bool)) for key, v in check.items() if key != "quasi_identifiers")
+    assert all(isinstance(v, (int, bool)) for key, v in check.items() if key not in ("quasi_identifiers", "not_judged"))
     written = "\n".join(render(report, fmt) for fmt in ("text", "json", "markdown", "html"))
     for value in ("1980", "1990", "10.1.", "10.9."):
         assert value not in written
@@ -142,3 +158,5 @@ def test_the_metric_and_the_json_report_carry_the_smallest_class(sqlite_shop, tm
     assert 'retention_k_anonymity_smallest_class{' in metrics.read_text()
     line = next(x for x in metrics.read_text().splitlines() if x.startswith("retention_k_anonymity_smallest_class{"))
     assert 'rule="closed-generalize"' in line and 'k="2"' in line and line.endswith(" 1.0")
+    failed = next(x for x in metrics.read_text().splitlines() if x.startswith("retention_rule_failed{"))
+    assert failed.endswith(" 1.0")                 # alerts on failed rules see a failed check too

@@ -164,6 +164,17 @@ def test_html_schedule_is_one_escaped_page_with_the_same_rows(tmp_path):
     assert page.rows(0) == markdown
 
 
+def test_credentials_and_control_characters_never_reach_the_markdown_schedule(tmp_path):
+    # the file holds TOML's escape for ESC; parsed, the basis holds the character itself
+    policy = POLICY.replace('basis = \'Logs kept "90 days" <b>for security</b> & then deleted\'',
+                            'basis = "see postgresql://admin:hunter2@db/x password=hunter3 \\u001b[31m logs"')
+    assert policy != POLICY
+    result = _schedule(tmp_path, policy=policy)
+    assert result.exit_code == 0
+    assert "hunter2" not in result.output and "hunter3" not in result.output and "\x1b" not in result.output
+    assert "postgresql://admin:***@db/x password=***" in result.output and "\\x1b[31m" in result.output
+
+
 def test_only_lists_the_named_rules_and_refuses_an_unknown_name(tmp_path):
     result = _schedule(tmp_path, "--only", "logs-90d")
     assert result.exit_code == 0

@@ -103,8 +103,10 @@ def execute_rule(tx: Transactions, plan: RulePlan, settings: Settings, ctx: Time
 def _judge(tx: Transactions, plan: RulePlan, opts: ExecOptions, out: RuleOutcome) -> None:
     """The rule's k-anonymity check, on what the run wrote; a class below k fails the rule's check."""
     from retention.execute.kanonymity import k_anonymity, not_judged
-    if opts.dry_run or out.status not in ("ok", "incomplete"):
-        out.check = not_judged(plan)
+    why = "dry_run" if opts.dry_run else "stopped" if out.status not in ("ok", "incomplete") \
+        else "shard" if plan.whole is not None else None
+    if why:
+        out.check = not_judged(plan, why)
         return
     with tx.read() as conn:
         out.check = k_anonymity(conn, plan)

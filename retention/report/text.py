@@ -34,7 +34,7 @@ import re
 
 import unicodedata
 
-from retention.log import mask_url
+from retention.log import mask_text
 from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
 
 STATUS_LABEL = {"ok": "ok", "failed": "FAILED", "guard_tripped": "GUARD TRIPPED", "incomplete": "INCOMPLETE",
@@ -152,7 +152,8 @@ def describe_check(rule: RuleOutcome) -> str | None:
         return None
     over = f"k = {c['k']} over {', '.join(c['quasi_identifiers'])}"
     if not c["evaluated"]:
-        return f"{over}: not judged (a dry run anonymizes nothing; --simulate judges the values a run writes)"
+        from retention.execute.kanonymity import NOT_JUDGED
+        return f"{over}: not judged ({NOT_JUDGED.get(c.get('not_judged') or '', 'not evaluated')})"
     if c["smallest_class"] is None:
         return f"{over}: passed, no anonymized rows yet"
     verdict = "passed" if c["passed"] else "FAILED"
@@ -236,6 +237,10 @@ def totals_summary(report: Report) -> str:
         extra.append(f"{t['failed']} failed")
     if t["guard_tripped"]:
         extra.append(f"{t['guard_tripped']} guard tripped")
+    if t["incomplete"]:
+        extra.append(f"{t['incomplete']} incomplete")
+    if t["check_failed"]:
+        extra.append(f"{t['check_failed']} check failed")
     return line + (f"; {', '.join(extra)}" if extra else "")
 
 
@@ -249,7 +254,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def clean(text: str) -> str:
     """A free-text value (error, basis) safe to print: credentials masked, and control
     characters shown as ``\\xNN`` so no text can move the cursor or recolour a terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", mask_url(text))
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", mask_text(text))
 
 
 # -- the renderer ------------------------------------------------------------
