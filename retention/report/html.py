@@ -15,30 +15,7 @@ from __future__ import annotations
 import html
 
 from retention.report.model import FORECAST_WINDOWS, Report, RuleOutcome
-from retention.report.text import (
-    NUMERIC_COLUMNS,
-    REQUESTS_NUMERIC,
-    clean,
-    count,
-    describe_check,
-    describe_cutoff,
-    describe_forecast,
-    describe_guard,
-    describe_not_done,
-    describe_partition,
-    exit_summary,
-    has_requests,
-    oldest_date,
-    requests_headline,
-    requests_notes,
-    requests_table,
-    short_sha,
-    status_label,
-    summary_header,
-    summary_row,
-    totals_summary,
-    touch_label,
-)
+from retention.report import text as say
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #1d2125; margin: 2em auto; max-width: 76em; padding: 0 1em; }
@@ -46,7 +23,8 @@ h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bot
 h3 { margin-top: 1.4em; font-family: ui-monospace, monospace; }
 table { border-collapse: collapse; margin: .6em 0; }
 th, td { border: 1px solid #d0d7de; padding: .25em .6em; text-align: left; vertical-align: top; }
-th { background: #f3f5f7; white-space: nowrap; } td:first-child { white-space: nowrap; } td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f5f7; white-space: nowrap; } td:first-child { white-space: nowrap; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 code, pre { font-family: ui-monospace, monospace; font-size: .92em; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: .15em 1em; }
@@ -66,7 +44,7 @@ SEGMENTS = (("touch", None), ("protected", "protected"), ("unchanged", "already 
 
 def esc(value: object) -> str:
     """``value`` as HTML text: credentials masked, control characters shown, markup escaped."""
-    return html.escape(clean(str(value)), quote=True)
+    return html.escape(say.clean(str(value)), quote=True)
 
 
 def table(header: list[str], rows: list[list[str]], numeric: set[int] | frozenset[int] = frozenset()) -> str:
@@ -97,7 +75,7 @@ def _segments(report: Report, rule: RuleOutcome) -> list[tuple[str, str, int]]:
     """(css class, label, rows) of a rule's due rows, in chart order; empty parts left out."""
     values = {"touch": rule.touch, "protected": rule.protected_total, "unchanged": rule.unchanged,
               "remaining": rule.remaining}
-    return [(cls, label or touch_label(report), values[cls]) for cls, label in SEGMENTS if values[cls] > 0]
+    return [(cls, label or say.touch_label(report), values[cls]) for cls, label in SEGMENTS if values[cls] > 0]
 
 
 def due_chart(report: Report) -> str:
@@ -113,11 +91,11 @@ def due_chart(report: Report) -> str:
         for cls, label, rows in _segments(report, rule):
             w = bar_w * rows / widest if widest else 0
             parts.append(f'<rect class="{cls}" x="{x:.1f}" y="{y + 4}" width="{max(w, 1):.1f}" height="{row_h - 8}">'
-                         f"<title>{esc(rule.rule)}: {esc(label)} {count(rows)}</title></rect>")
+                         f"<title>{esc(rule.rule)}: {esc(label)} {say.count(rows)}</title></rect>")
             x += w
-        parts.append(f'<text x="{x + 6:.1f}" y="{y + 16}">{count(rule.due)} due</text>')
+        parts.append(f'<text x="{x + 6:.1f}" y="{y + 16}">{say.count(rule.due)} due</text>')
     height = max(len(report.rules), 1) * row_h
-    legend = "".join(f'<span><i class="swatch {cls}"></i>{esc(label or touch_label(report))}</span>'
+    legend = "".join(f'<span><i class="swatch {cls}"></i>{esc(label or say.touch_label(report))}</span>'
                      for cls, label in SEGMENTS)
     return (f'<figure>\n<svg role="img" aria-label="due rows per rule" width="{label_w + bar_w + 120}" '
             f'height="{height}" viewBox="0 0 {label_w + bar_w + 120} {height}">\n' + "\n".join(parts)
@@ -136,9 +114,10 @@ def forecast_chart(rule: RuleOutcome) -> str:
         h = plot_h * rows / top if top else 0
         x = i * (col_w + gap)
         parts.append(f'<rect class="forecast" x="{x}" y="{18 + plot_h - h:.1f}" width="{col_w}" height="{h:.1f}">'
-                     f"<title>next {esc(key)}: {count(rows)}</title></rect>")
-        parts.append(f'<text x="{x + col_w / 2}" y="{12 + plot_h - h:.1f}" text-anchor="middle">{count(rows)}</text>')
-        parts.append(f'<text x="{x + col_w / 2}" y="{plot_h + 34}" text-anchor="middle">{esc(key)}</text>')
+                     f"<title>next {esc(key)}: {say.count(rows)}</title></rect>")
+        middle = x + col_w / 2
+        parts.append(f'<text x="{middle}" y="{12 + plot_h - h:.1f}" text-anchor="middle">{say.count(rows)}</text>')
+        parts.append(f'<text x="{middle}" y="{plot_h + 34}" text-anchor="middle">{esc(key)}</text>')
     width = max(len(keys), 1) * (col_w + gap)
     return (f'<svg role="img" aria-label="rows becoming due" width="{width}" height="{plot_h + 40}" '
             f'viewBox="0 0 {width} {plot_h + 40}">\n' + "\n".join(parts) + "\n</svg>")
@@ -154,46 +133,33 @@ def _pre(text: str, cls: str = "") -> str:
     return f"<pre{f' class={cls}' if cls else ''}>{esc(text.rstrip())}</pre>"
 
 
+#: rule details shown below the facts as tables, a chart or a block
+_SHOWN_APART = {"protected", "cascade", "partition", "forecast", "error"}
+
+
 def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
     out = [f'<section id="rule-{esc(rule.rule)}">', f"<h3>{esc(rule.rule)}</h3>"]
-    status = esc(status_label(rule))
+    status = esc(say.status_label(rule))
     pairs = [("action", f"{esc(rule.action)} on {_code(rule.table)}"),
              ("status", status if rule.status == "ok" else f'<span class="bad">{status}</span>')]
-    if rule.basis:
-        pairs.append(("basis", esc(rule.basis)))
-    pairs.append(("cutoff", esc(describe_cutoff(rule))))
+    # the text report's own lines, but for what gets a table, a chart or a block of its own below
+    pairs += [(label, esc(text)) for label, text in say.rule_details(report, rule) if label not in _SHOWN_APART]
     if rule.oldest_clock:
-        pairs.append(("oldest clock", esc(oldest_date(rule))))
-    if rule.unreadable_clocks:
-        pairs.append(("clocks", f"{count(rule.unreadable_clocks)} due rows have a clock the job cannot represent "
-                                "(-infinity, before year 1 or after 9999): not in the oldest clock"))
-    if (text := describe_guard(rule)):
-        pairs.append(("guard", esc(text)))
-    if (text := describe_check(rule)):
-        pairs.append(("k-anonymity", esc(text)))
-    if (text := describe_not_done(rule)):
-        pairs.append(("not done", esc(text)))
-    if rule.kept_columns:
-        pairs.append(("columns a floor keeps", ", ".join(_code(c) for c in rule.kept_columns)))
-    if rule.overlaps:
-        pairs.append(("counted alone", "in a run, " + ", ".join(_code(r) for r in rule.overlaps)
-                      + " act first on the same tables; <code>--simulate</code> gives the combined numbers"))
-    if not report.dry_run and rule.batches:
-        pairs.append(("batches", f"{rule.batches} in {rule.duration_seconds:.1f}s"))
+        pairs.append(("oldest clock", esc(say.oldest_date(rule))))
     out.append(facts(pairs))
     if rule.protected:
-        out.append(f"<p>Protected ({count(rule.protected_total)} rows):</p>")
-        out.append(table(["kind", "name", "rows"], [[esc(p.kind), esc(p.name), count(p.rows)]
+        out.append(f"<p>Protected ({say.count(rule.protected_total)} rows):</p>")
+        out.append(table(["kind", "name", "rows"], [[esc(p.kind), esc(p.name), say.count(p.rows)]
                                                    for p in rule.protected], numeric={2}))
     if rule.cascades:
-        out.append(f"<p>Cascades ({count(rule.cascaded_total)} rows):</p>")
+        out.append(f"<p>Cascades ({say.count(rule.cascaded_total)} rows):</p>")
         out.append(table(["table", "action", "via", "rows"],
-                         [[esc(c.table), esc(c.action), esc(c.via), count(c.rows)] for c in rule.cascades],
+                         [[esc(c.table), esc(c.action), esc(c.via), say.count(c.rows)] for c in rule.cascades],
                          numeric={3}))
     if rule.partitions:
-        out.append("<p>Whole partitions:</p><ul>" + "".join(f"<li>{esc(describe_partition(p))}</li>"
+        out.append("<p>Whole partitions:</p><ul>" + "".join(f"<li>{esc(say.describe_partition(p))}</li>"
                                                             for p in rule.partitions) + "</ul>")
-    if (text := describe_forecast(rule)):
+    if (text := say.describe_forecast(rule)):
         out.append(f"<p>Forecast: {esc(text)}.</p>")
         out.append(forecast_chart(rule))
     if rule.error:
@@ -204,12 +170,12 @@ def _rule_section(report: Report, rule: RuleOutcome) -> list[str]:
 
 
 def _requests_section(report: Report) -> list[str]:
-    out = ["<h2>Erasure requests</h2>", f"<p>{esc(requests_headline(report))}</p>"]
-    header, rows = requests_table(report)
+    out = ["<h2>Erasure requests</h2>", f"<p>{esc(say.requests_headline(report))}</p>"]
+    header, rows = say.requests_table(report)
     if rows:
         out.append(table([esc(h) for h in header], [[esc(c) for c in row] for row in rows],
-                         numeric=REQUESTS_NUMERIC))
-    notes = requests_notes(report)
+                         numeric=say.REQUESTS_NUMERIC))
+    notes = say.requests_notes(report)
     if notes:
         out.append("<ul>" + "".join(f'<li{" class=note" if depth else ""}>{esc(note)}</li>'
                                     for depth, note in notes) + "</ul>")
@@ -226,7 +192,7 @@ def render_html(report: Report) -> str:
     elif report.dry_run:
         body.append('<p class="note">Nothing was changed: this is what a run would do.</p>')
     head = [("now", esc(report.now.isoformat())), ("run id", _code(report.run_id)),
-            ("config", f"{_code(report.config_path)} (sha256 {_code(short_sha(report.config_sha256))})")]
+            ("config", f"{_code(report.config_path)} (sha256 {_code(say.short_sha(report.config_sha256))})")]
     if report.shard:
         head.append(("shard", esc(report.shard)))
     if report.started_at and report.finished_at:
@@ -234,17 +200,17 @@ def render_html(report: Report) -> str:
     body.append(facts(head))
     body.append("<h2>Summary</h2>")
     if report.rules:
-        body.append(table([esc(h) for h in summary_header(report)],
-                          [[esc(v) for v in summary_row(r)] for r in report.rules], numeric=NUMERIC_COLUMNS))
+        body.append(table([esc(h) for h in say.summary_header(report)],
+                          [[esc(v) for v in say.summary_row(r)] for r in report.rules], numeric=say.NUMERIC_COLUMNS))
         if any(r.due for r in report.rules):
             body.append(due_chart(report))
     else:
         body.append("<p>No rules selected.</p>")
-    body += [f"<p>{esc(totals_summary(report))}</p>", f'<p class="exit">{esc(exit_summary(report))}</p>']
+    body += [f"<p>{esc(say.totals_summary(report))}</p>", f'<p class="exit">{esc(say.exit_summary(report))}</p>']
     if report.rules:
         body.append("<h2>Rules</h2>")
         for rule in report.rules:
             body += _rule_section(report, rule)
-    if has_requests(report):
+    if say.has_requests(report):
         body += _requests_section(report)
     return page(title, body)

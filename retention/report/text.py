@@ -276,8 +276,8 @@ def summary_header(report: Report) -> list[str]:
 NUMERIC_COLUMNS = {3, 4, 5, 6, 7, 8}
 
 
-def _details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
-    """(label, text) pairs worth printing for one rule; empty when all is routine."""
+def rule_details(report: Report, rule: RuleOutcome) -> list[tuple[str, str]]:
+    """(label, text) pairs worth printing for one rule; empty when all is routine (HTML shows them too)."""
     out: list[tuple[str, str]] = []
     if rule.basis:
         out.append(("basis", clean(rule.basis)))
@@ -336,7 +336,7 @@ def render_text(report: Report) -> str:
         lines.append("no rules selected")
 
     for rule in report.rules:
-        details = _details(report, rule)
+        details = rule_details(report, rule)
         sql = rule.statements if report.show_sql else []
         if not details and not sql:
             continue
