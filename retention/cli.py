@@ -344,6 +344,18 @@ def schedule(opts, fmt, out) -> None:
     _emit(render_schedule(document, fmt), out)
 
 
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default=None,
+              help="Format (default: from --out's extension, .json, .md or .html; else text).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, callback=_writable,
+              help="Write the list to FILE instead of stdout.")
+@global_options
+def coverage(opts, fmt, out) -> None:
+    """Personal-looking columns in every table, and what in the policy deletes or rewrites each."""
+    from retention.coverage import render as render_coverage
+    _emit(render_coverage(commands.coverage(opts["config"]), _format(fmt, out)), out)
+
+
 @cli.command("requests")
 @click.option("--outbox", "show_outbox", is_flag=True, help="Also list the recipients' undelivered notifications.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -61,14 +61,16 @@ class Session:
 
 
 def open_session(config_path: str | None = None, *, env: Mapping[str, str] | None = None,
-                 now: datetime | None = None, need_keys: bool = True, partial: bool = False) -> Session:
+                 now: datetime | None = None, need_keys: bool = True, partial: bool = False,
+                 whole_databases: bool = False) -> Session:
     """Load, validate and bind a policy file; raise ConfigError on any problem.
 
     A database that cannot be reached (down, login refused, timeout) is a
     runtime failure, not an invalid file: :class:`DatabaseUnavailable`
     (exit 1).  With ``partial`` the session goes on without it instead: its
     rules, holds and floors are left out, and ``Session.unavailable`` says why
-    (a run reports those rules as failed and runs the others).
+    (a run reports those rules as failed and runs the others).  ``whole_databases``
+    reads every table of every database, not only those the policy reaches.
     """
     env = os.environ if env is None else env
     if not structlog.is_configured():
@@ -111,7 +113,7 @@ def open_session(config_path: str | None = None, *, env: Mapping[str, str] | Non
     if unavailable:
         config = _without(config, set(unavailable))
     try:
-        catalog = Catalog(engines, policy_tables(config.model))
+        catalog = Catalog(engines, None if whole_databases else policy_tables(config.model))
     except SQLAlchemyError as e:   # reachable, but reading its schema failed (a lock, a timeout)
         dispose()
         raise DatabaseUnavailable(f"cannot read the schema of {', '.join(engines)}: {mask_text(describe_error(e))}") \
@@ -399,6 +401,16 @@ def schedule(config_path: str | None = None, *, only: list[str] | None = None, n
             raise ConfigError(f"no rule named '{name}' (rules: {', '.join(sorted(names))})",
                               file=config.path, where="--only", key=None)
     return document.build(config, now=now or utcnow(), only=only)
+
+
+def coverage(config_path: str | None = None, *, env: Mapping[str, str] | None = None):
+    """Personal-looking columns in every table of the policy's databases, and what covers each.
+
+    Reads names only (:mod:`retention.coverage`); touches no row.
+    """
+    from retention.coverage import build
+    with open_session(config_path, env=env, need_keys=False, whole_databases=True) as s:
+        return build(s.binding)
 
 
 def backups_rotate(config_path: str | None = None, *, dry_run: bool = False, now: datetime | None = None,

@@ -1,0 +1,125 @@
+"""`retention coverage`: personal-looking columns in every table, and what in the policy reaches each.
+
+Uncovered columns are the point: a table the policy never names still holds
+e-mails and IP addresses, and the list says so. Names are all it reads.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from click.testing import CliRunner
+
+from retention import cli
+from retention.coverage import kind_of, words
+from tests.shopkit import HASH_ENV, HOLDS
+
+POLICY = HOLDS + """
+[[rules]]
+name = "closed-anonymize"
+table = "shop.users"
+clock = "closed_at"
+after = "30d"
+action = "anonymize"
+where = { status = "closed" }
+columns.email = "hash"
+columns.name = { strategy = "constant", value = "gone" }
+mark = "anonymized_at"
+
+[[rules]]
+name = "old-orders"
+table = "shop.orders"
+clock = "completed_at"
+after = "5y"
+action = "delete"
+
+[tables."shop.order_items"]
+on_parent_delete = "delete"
+"""
+
+
+def _coverage(policy: str, *args: str):
+    return CliRunner().invoke(cli.cli, ["-c", policy, "coverage", *args], env=HASH_ENV)
+
+
+def _columns(result) -> dict[tuple[str, str], dict]:
+    assert result.exit_code == 0, result.output
+    return {(c["table"], c["column"]): c for c in json.loads(result.stdout)["columns"]}
+
+
+@pytest.mark.parametrize("table, column, kind", [
+    ("shop.users", "email", "e-mail"), ("shop.users", "contactEmail", "e-mail"),
+    ("shop.x", "first_name", "name"), ("shop.x", "LastName", "name"), ("shop.users", "name", "name"),
+    ("shop.products", "name", None), ("shop.x", "mobile_phone", "phone"), ("shop.x", "last_ip", "IP address"),
+    ("shop.x", "remote_addr", "IP address"), ("shop.x", "address_line1", "address"),
+    ("shop.x", "date_of_birth", "birth date"), ("shop.x", "dob", "birth date"), ("shop.x", "iban", "card or account"),
+    ("shop.x", "user_agent", "device"), ("shop.x", "passport_no", "identity number"),
+    ("shop.x", "shipping_city", "address"), ("shop.x", "zipcode", "address"),
+    ("shop.x", "created_at", None), ("shop.x", "description", None), ("shop.x", "ship_date", None),
+    ("shop.x", "tip", None), ("shop.x", "email_verified", "e-mail"), ("shop.x", "status", None),
+    ("shop.x", "buyer_name", "name"), ("shop.x", "customerName", "name"), ("shop.x", "product_name", None),
+])
+def test_a_column_name_says_what_it_holds(table, column, kind):
+    assert kind_of(table, column) == kind, words(column)
+
+
+def test_each_personal_column_names_what_reaches_it_and_an_unnamed_table_is_uncovered(shop):
+    cov = _columns(_coverage(shop.policy(POLICY), "--format", "json"))
+    email = cov[("shop.users", "email")]
+    assert email["kind"] == "e-mail"
+    assert email["covered_by"] == ["rule closed-anonymize anonymizes it in the rows its conditions match "
+                                   "(hash, 30d after closed_at)"]
+    assert cov[("shop.users", "phone")]["covered_by"] == []           # the rule leaves the phone as it is
+    assert cov[("shop.users", "last_ip")]["covered_by"] == []
+    assert cov[("shop.orders", "buyer_name")]["covered_by"] == ["rule old-orders deletes the rows "
+                                                                "(5y after completed_at)"]
+    assert cov[("shop.logs", "ip")]["covered_by"] == []              # a table the policy never names
+    assert ("shop.users", "created_at") not in cov and ("shop.users", "id") not in cov
+
+
+def test_deletes_reach_children_through_on_parent_delete_and_requests_reach_linked_tables(sqlite_shop):
+    policy = sqlite_shop.policy(POLICY + """
+[[requests]]
+name = "dsr"
+table = "state.requests"
+subject = "customer"
+subject_column = "user_id"
+""")
+    cov = _columns(_coverage(policy, "--format", "json"))
+    dsr = "request dsr deletes the person's rows (within 15d)"
+    assert cov[("shop.users", "phone")]["covered_by"][-1] == dsr
+    assert dsr in cov[("shop.logs", "ip")]["covered_by"]
+    shipping = cov.get(("shop.orders", "shipping"))
+    assert shipping is not None and "request dsr" in "; ".join(shipping["covered_by"])
+    # the hold register is the record of a legal process: a request never erases it
+    assert all("request" not in why for (t, _c), col in cov.items() if t == "shop.legal_holds"
+               for why in col["covered_by"])
+
+
+def test_pg_tables_of_every_schema_are_read(pg_shop):
+    with pg_shop.engine.begin() as c:
+        c.exec_driver_sql("CREATE SCHEMA crm")
+        c.exec_driver_sql("CREATE TABLE crm.contacts (id int PRIMARY KEY, email_address text, notes text)")
+    cov = _columns(_coverage(pg_shop.policy(POLICY), "--format", "json"))
+    assert cov[("shop.crm.contacts", "email_address")] == {"table": "shop.crm.contacts", "column": "email_address",
+                                                          "kind": "e-mail", "covered_by": []}
+
+
+def test_every_format_lists_the_same_columns_and_reads_no_row(sqlite_shop):
+    sqlite_shop.user(1, email="someone.real@example.org", last_ip="203.0.113.77")
+    policy = sqlite_shop.policy(POLICY)
+    text = _coverage(policy)
+    assert text.exit_code == 0 and text.stdout.startswith("RETENTION COVERAGE")
+    assert "UNCOVERED" in text.stdout and "uncovered (nothing in the policy ever deletes" in text.output
+    counted = json.loads(_coverage(policy, "--format", "json").stdout)
+    uncovered = [c for c in counted["columns"] if not c["covered_by"]]
+    assert counted["uncovered"] == len(uncovered) > 0
+    assert text.stdout.count("UNCOVERED") == len(uncovered)
+    markdown = _coverage(policy, "--format", "markdown").stdout
+    html = _coverage(policy, "--format", "html").stdout
+    assert markdown.count("| UNCOVERED |") == len(uncovered)
+    assert html.count('<span class="bad">UNCOVERED</span>') == len(uncovered)
+    for out in (text.stdout, markdown, html, json.dumps(counted)):
+        assert "someone.real" not in out and "203.0.113" not in out
