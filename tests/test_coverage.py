@@ -7,37 +7,15 @@ e-mails and IP addresses, and the list says so. Names are all it reads.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import pytest
 from click.testing import CliRunner
 
 from retention import cli
 from retention.coverage import kind_of, words
-from tests.shopkit import HASH_ENV, HOLDS
+from tests.shopkit import CLOSED_ANONYMIZE, HASH_ENV, HOLDS, OLD_ORDERS
 
-POLICY = HOLDS + """
-[[rules]]
-name = "closed-anonymize"
-table = "shop.users"
-clock = "closed_at"
-after = "30d"
-action = "anonymize"
-where = { status = "closed" }
-columns.email = "hash"
-columns.name = { strategy = "constant", value = "gone" }
-mark = "anonymized_at"
-
-[[rules]]
-name = "old-orders"
-table = "shop.orders"
-clock = "completed_at"
-after = "5y"
-action = "delete"
-
-[tables."shop.order_items"]
-on_parent_delete = "delete"
-"""
+POLICY = HOLDS + CLOSED_ANONYMIZE + OLD_ORDERS
 
 
 def _coverage(policy: str, *args: str):
@@ -69,12 +47,11 @@ def test_each_personal_column_names_what_reaches_it_and_an_unnamed_table_is_unco
     cov = _columns(_coverage(shop.policy(POLICY), "--format", "json"))
     email = cov[("shop.users", "email")]
     assert email["kind"] == "e-mail"
-    assert email["covered_by"] == ["rule closed-anonymize anonymizes it in the rows its conditions match "
-                                   "(hash, 30d after closed_at)"]
+    assert email["covered_by"] == ["rule closed-anonymize anonymizes it in the rows (hash, 30d after closed_at)"]
     assert cov[("shop.users", "phone")]["covered_by"] == []           # the rule leaves the phone as it is
     assert cov[("shop.users", "last_ip")]["covered_by"] == []
     assert cov[("shop.orders", "buyer_name")]["covered_by"] == ["rule old-orders deletes the rows "
-                                                                "(5y after completed_at)"]
+                                                                "(1y after completed_at)"]
     assert cov[("shop.logs", "ip")]["covered_by"] == []              # a table the policy never names
     assert ("shop.users", "created_at") not in cov and ("shop.users", "id") not in cov
 
