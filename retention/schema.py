@@ -318,14 +318,17 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
     if table_key == subject_table:
         return [((), subject_key)]
     found: list[tuple[tuple[ForeignKey, ...], str]] = []
+    reaching = _reaching(catalog, subject_table)
+    if table_key not in reaching:
+        return found
 
     def walk(current: str, hops: tuple[ForeignKey, ...], seen: frozenset[str]) -> None:
         if len(found) > MAX_SUBJECT_PATHS:
             raise LookupError(f"more than {MAX_SUBJECT_PATHS} foreign-key paths lead from {table_key} to "
                               f"{subject_table}; name the path with [tables.\"{table_key}\"] subject_path")
         for fk in catalog.parents_of(current):
-            if fk.parent in seen:
-                continue
+            if fk.parent in seen or (fk.parent != subject_table and fk.parent not in reaching):
+                continue    # a table no key path leads up from to the subject: nothing to find above it
             if fk.parent == subject_table:
                 # whatever column the key points at, the path reaches the subject's row;
                 # the planner reads the subject key from that row (see Planner.held)
@@ -336,6 +339,23 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
     walk(table_key, (), frozenset({table_key}))
     # every path counts, detours included: a hold must see every subject of the row
     return found
+
+
+def _reaching(catalog: Catalog, table: str) -> frozenset[str]:
+    """Every table with a foreign-key path up to ``table`` (computed once per catalog and table)."""
+    cache = catalog.__dict__.setdefault("_reaching", {})
+    if table not in cache:
+        children: dict[str, list[str]] = {}
+        for fk in catalog.fks:
+            children.setdefault(fk.parent, []).append(fk.child)
+        found, todo = set(), [table]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        cache[table] = frozenset(found)
+    return cache[table]
 
 
 #: how many foreign keys a subject's row may follow to the rows it owns (its address, its profile's photo)
