@@ -63,6 +63,9 @@ def _still_running(server) -> None:
     gone = server.gone()
     if gone is None:
         return
+    kept = server.keep_log()
+    if kept is not None:
+        gone += f"; its whole log is kept in {kept}"
     try:
         server.restart()
     except Exception as exc:  # noqa: BLE001 - reported with the death, in one line

@@ -206,6 +206,15 @@ class ThrowawayServer(DatabaseAdmin):
                 f"{disk} MiB of disk and {_available_memory_mib()} MiB of memory are free now; "
                 f"its log ends: {' | '.join(log[i].strip() for i in picked)[-1500:] or '(empty)'}")
 
+    def keep_log(self) -> Path | None:
+        """A copy of the server's whole log outside its directory (which ``stop()`` removes); its path."""
+        kept = Path(tempfile.gettempdir()) / f"retention-dead-{self.engine_name.lower()}-{self.port}.log"
+        try:
+            shutil.copyfile(self.logfile, kept)
+        except OSError:
+            return None
+        return kept
+
     def restart(self) -> None:
         """A fresh server in place of a dead one: new directory, new port."""
         self.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -60,8 +61,11 @@ def test_a_killed_server_is_reported_then_replaced_for_the_next_tests(make, unav
         assert "[ERROR] disk full, in the test's words" in gone      # the log's telling lines
         assert "\n" not in gone                   # one line: whole in pytest's short summary
 
-        with pytest.raises(pytest.fail.Exception, match=r"exited under the suite"):
+        with pytest.raises(pytest.fail.Exception, match=r"exited under the suite") as failed:
             conftest._still_running(server)
+        kept = Path(str(failed.value).rsplit("its whole log is kept in ", 1)[1])
+        assert "[ERROR] disk full, in the test's words" in kept.read_text()
+        kept.unlink()
         assert server.incarnation == 1
         assert server.gone() is None
         assert not tmpdir.exists()                # the dead one's directory is gone
