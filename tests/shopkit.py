@@ -43,6 +43,17 @@ action = "delete"
 max_fraction = 1.0
 """
 
+#: erasure requests filed in the state store, answered within 15 days by deleting the customer's rows
+DSR = """
+[[requests]]
+name = "dsr"
+table = "state.requests"
+subject = "customer"
+subject_column = "user_id"
+deadline = "15d"
+action = "delete"
+"""
+
 #: a UUID-keyed table's rules (notes), for the page and rowid range scenarios
 NOTES_PURGE = """
 [[rules]]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from retention import cli
 from retention.coverage import kind_of, words
-from tests.shopkit import CLOSED_ANONYMIZE, HASH_ENV, HOLDS, OLD_ORDERS
+from tests.shopkit import CLOSED_ANONYMIZE, DSR, HASH_ENV, HOLDS, OLD_ORDERS, USERS_PURGE
 
 POLICY = HOLDS + CLOSED_ANONYMIZE + OLD_ORDERS
 
@@ -69,13 +69,7 @@ def test_each_personal_column_names_what_reaches_it_and_an_unnamed_table_is_unco
 
 
 def test_deletes_reach_children_through_on_parent_delete_and_requests_reach_linked_tables(sqlite_shop):
-    policy = sqlite_shop.policy(POLICY + """
-[[requests]]
-name = "dsr"
-table = "state.requests"
-subject = "customer"
-subject_column = "user_id"
-""")
+    policy = sqlite_shop.policy(POLICY + DSR)
     cov = _columns(_coverage(policy, "--format", "json"))
     dsr = "request dsr deletes the person's rows (within 15d)"
     assert cov[("shop.users", "phone")]["covered_by"][-1] == dsr
@@ -115,27 +109,11 @@ def test_every_format_lists_the_same_columns_and_reads_no_row(sqlite_shop):
 
 
 def test_some_rows_only_a_conditional_rule_a_nullable_cascade_or_a_request(sqlite_shop):
-    policy = sqlite_shop.policy(HOLDS + """
-[[rules]]
-name = "closed-users"
-table = "shop.users"
-clock = "closed_at"
-after = "30d"
-action = "delete"
-where = { status = "closed" }
-
-[tables."shop.logs"]
-on_parent_delete = "delete"
-
-[[requests]]
-name = "dsr"
-table = "state.requests"
-subject = "customer"
-subject_column = "user_id"
-""")
+    closed_only = USERS_PURGE.replace('action = "delete"', 'action = "delete"\nwhere = { status = "closed" }')
+    policy = sqlite_shop.policy(HOLDS + closed_only + DSR + '[tables."shop.logs"]\non_parent_delete = "delete"\n')
     cov = _columns(_coverage(policy, "--format", "json"))
     assert cov[("shop.users", "email")]["reach"] == "some rows"
-    assert cov[("shop.users", "email")]["covered_by"][0].startswith("rule closed-users deletes the rows its "
+    assert cov[("shop.users", "email")]["covered_by"][0].startswith("rule closed-users-purge deletes the rows its "
                                                                     "conditions match")
     logs = cov[("shop.logs", "ip")]          # logs.user_id is nullable: a log line with no user stays
     assert logs["reach"] == "some rows" and "deleted with its parent row in shop.users" in logs["covered_by"][0]
@@ -145,13 +123,7 @@ def test_a_personal_key_is_listed_and_a_request_does_not_claim_a_table_it_cannot
     with sqlite_shop.engine.begin() as c:
         c.exec_driver_sql("CREATE TABLE newsletter (email TEXT PRIMARY KEY, joined_at TEXT)")
         c.exec_driver_sql("CREATE TABLE user_tags (user_id INTEGER REFERENCES users(id), contact_email TEXT)")
-    policy = sqlite_shop.policy(POLICY + """
-[[requests]]
-name = "dsr"
-table = "state.requests"
-subject = "customer"
-subject_column = "user_id"
-""")
+    policy = sqlite_shop.policy(POLICY + DSR)
     cov = _columns(_coverage(policy, "--format", "json"))
     assert cov[("shop.newsletter", "email")]["reach"] == "none"
     # no primary key: a request erases nothing there (the user row it points at is kept instead)
