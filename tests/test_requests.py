@@ -19,7 +19,7 @@ from freezegun import freeze_time
 from retention import cli
 from retention.errors import ConfigError
 from retention.requests.commands import file_request, list_requests
-from tests.shopkit import HASH_ENV, HOLDS
+from tests.shopkit import DSR, HASH_ENV, HOLDS
 
 POLICY = HOLDS + """
 [tables."shop.order_items"]
@@ -36,15 +36,7 @@ name = "ecommerce-law-3y"
 table = "shop.orders"
 clock = "completed_at"
 keep = "3y"
-
-[[requests]]
-name = "dsr"
-table = "state.requests"
-subject = "customer"
-subject_column = "user_id"
-deadline = "15d"
-action = "delete"
-"""
+""" + DSR
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 

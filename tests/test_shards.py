@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from retention.errors import ConfigError
 from retention.shards import Shard, parse_shard
 from tests.runkit import audit_rows, retention, start
-from tests.shopkit import HOLDS, ORDERS_FLOOR, Shop
+from tests.shopkit import DSR, HOLDS, ORDERS_FLOOR, Shop
 
 NOW = datetime(2026, 11, 1, 3, 0, 0)
 N = 4
@@ -447,15 +447,7 @@ def test_requests_are_fulfilled_once_by_shard_0(tmp_path):
     shop = Shop(f"sqlite:///{tmp_path / 'a.db'}", tmp_path)
     try:
         fill(shop, users=12)
-        policy = shop.policy(POLICY + """
-[[requests]]
-name = "dsr"
-table = "state.requests"
-subject = "customer"
-subject_column = "user_id"
-deadline = "15d"
-action = "delete"
-""")
+        policy = shop.policy(POLICY + DSR)
         file_request(policy, "customer:3", now=NOW, env=HASH_ENV)
         for i in (1, 2):
             r = retention("run", "--shard", f"{i}/3", "--now", NOW.isoformat(), "--format", "json", "-c", policy)
