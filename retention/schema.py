@@ -117,6 +117,7 @@ class Catalog:
         #: partitioned tables (PostgreSQL), with or without partitions yet
         self.partitioned: set[str] = set()
         self.warnings: list[str] = []
+        self._below: dict[str, frozenset[str]] = {}
         for db, engine in self.engines.items():
             self._load(db, engine, needed)
 
@@ -195,28 +196,41 @@ class Catalog:
         """Foreign keys that point at ``key``, in (child table, column) order: reports stay stable."""
         return sorted((fk for fk in self.fks if fk.parent == key), key=lambda fk: (fk.child, fk.columns))
 
+    def below(self, key: str) -> frozenset[str]:
+        """``key`` and every table with a foreign-key path up to it (worked out once per table)."""
+        if key not in self._below:
+            self._below[key] = frozenset(_reach({key}, _edges(self.fks)[0]))
+        return self._below[key]
+
     def parents_of(self, key: str) -> list[ForeignKey]:
         return sorted((fk for fk in self.fks if fk.child == key), key=lambda fk: (fk.parent, fk.columns))
 
 
 def _closure(start: set[str], fks: list[ForeignKey]) -> set[str]:
     """The policy's tables, every table below them, and every table above any of those."""
+    children, parents = _edges(fks)
+    return _reach(_reach(start, children), parents)
+
+
+def _edges(fks: list[ForeignKey]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The foreign keys as (parent -> its children, child -> its parents)."""
     children: dict[str, set[str]] = {}
     parents: dict[str, set[str]] = {}
     for fk in fks:
         children.setdefault(fk.parent, set()).add(fk.child)
         parents.setdefault(fk.child, set()).add(fk.parent)
+    return children, parents
 
-    def reach(seeds: set[str], edges: dict[str, set[str]]) -> set[str]:
-        seen, stack = set(seeds), list(seeds)
-        while stack:
-            for nxt in edges.get(stack.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        return seen
 
-    return reach(reach(start, children), parents)
+def _reach(seeds: set[str], edges: dict[str, set[str]]) -> set[str]:
+    """``seeds`` and every table reached from them along ``edges``."""
+    seen, stack = set(seeds), list(seeds)
+    while stack:
+        for nxt in edges.get(stack.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
 
 
 def make_engine(url: str, settings=None) -> Engine:
@@ -318,7 +332,7 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
     if table_key == subject_table:
         return [((), subject_key)]
     found: list[tuple[tuple[ForeignKey, ...], str]] = []
-    reaching = _reaching(catalog, subject_table)
+    reaching = catalog.below(subject_table)
     if table_key not in reaching:
         return found
 
@@ -327,7 +341,7 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
             raise LookupError(f"more than {MAX_SUBJECT_PATHS} foreign-key paths lead from {table_key} to "
                               f"{subject_table}; name the path with [tables.\"{table_key}\"] subject_path")
         for fk in catalog.parents_of(current):
-            if fk.parent in seen or (fk.parent != subject_table and fk.parent not in reaching):
+            if fk.parent in seen or fk.parent not in reaching:
                 continue    # a table no key path leads up from to the subject: nothing to find above it
             if fk.parent == subject_table:
                 # whatever column the key points at, the path reaches the subject's row;
@@ -339,23 +353,6 @@ def subject_paths(catalog: Catalog, table_key: str, subject_table: str, subject_
     walk(table_key, (), frozenset({table_key}))
     # every path counts, detours included: a hold must see every subject of the row
     return found
-
-
-def _reaching(catalog: Catalog, table: str) -> frozenset[str]:
-    """Every table with a foreign-key path up to ``table`` (computed once per catalog and table)."""
-    cache = catalog.__dict__.setdefault("_reaching", {})
-    if table not in cache:
-        children: dict[str, list[str]] = {}
-        for fk in catalog.fks:
-            children.setdefault(fk.parent, []).append(fk.child)
-        found, todo = set(), [table]
-        while todo:
-            for child in children.get(todo.pop(), ()):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-        cache[table] = frozenset(found)
-    return cache[table]
 
 
 #: how many foreign keys a subject's row may follow to the rows it owns (its address, its profile's photo)
