@@ -112,12 +112,14 @@ def report_options(f):
     return f
 
 
-def _format(fmt: str | None, out: str | None) -> str:
-    """--format, else what --out's name says (plan.json is JSON: the plan ``run --plan`` applies)."""
+def _format(fmt: str | None, out: str | None, *, default: str = "text", choices: tuple[str, ...] = FORMATS) -> str:
+    """--format, else what --out's name says among ``choices`` (plan.json is JSON: the plan ``run --plan``
+    applies), else ``default``."""
     if fmt:
         return fmt
     suffix = Path(out).suffix.lower() if out else ""
-    return {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html"}.get(suffix, "text")
+    named = {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html"}.get(suffix)
+    return named if named in choices else default
 
 
 def _emit(text: str, out: str | None) -> None:
@@ -340,8 +342,7 @@ def schedule(opts, fmt, out) -> None:
     """The retention schedule as a document: data, period, basis, action; from the policy file alone."""
     from retention.schedule import render as render_schedule
     document = commands.schedule(opts["config"], only=opts["only"], now=opts["now"])
-    fmt = fmt or ("html" if out and Path(out).suffix.lower() in (".html", ".htm") else "markdown")
-    _emit(render_schedule(document, fmt), out)
+    _emit(render_schedule(document, _format(fmt, out, default="markdown", choices=("markdown", "html"))), out)
 
 
 @cli.command()
