@@ -144,7 +144,7 @@ class Coverage:
 
 def build(binding) -> Coverage:
     """The coverage of every table in ``binding``'s catalog (a catalog of whole databases)."""
-    from retention.requests.erase import _request_binding, anonymize_strategies, linked_tables
+    from retention.requests.erase import _request_binding, anonymize_strategies, request_tables
     config, catalog = binding.config, binding.catalog
     as_requests_see_it = _request_binding(binding)      # a hold register is never erased
     rules = [r for r in config.rules if r.enabled]
@@ -178,11 +178,7 @@ def build(binding) -> Coverage:
                 frontier.append(fk.child)
                 say(fk.child, None, f"deleted with its parent row in {parent} (on_parent_delete = \"delete\")", whole)
     for q in config.model.requests:
-        exclude = set(as_requests_see_it.registers) | set(q.keep)
-        exclude |= {q.table} if q.table != "state.requests" else set()
-        for table, _paths in linked_tables(as_requests_see_it, q.subject, exclude=exclude):
-            if catalog.tables[table].pk is None:
-                continue        # a request reaches such a table only through its parents' cascades
+        for table, _paths in request_tables(as_requests_see_it, q):
             specs = anonymize_strategies(binding, table) if q.action == "anonymize" else {}
             if not specs:
                 say(table, None, f"request {q.name} deletes the person's rows (within {q.deadline})", False)

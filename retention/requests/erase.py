@@ -180,19 +180,29 @@ def _rule(request: RequestConfig, table_key: str, action: str, columns: dict | N
         restrict_column=RESTRICT_COLUMN, max_rows=None, max_fraction=1.0, check=None, enabled=True)
 
 
+def request_tables(binding: _RequestBinding, request: RequestConfig) -> list[tuple[str, list]]:
+    """(table, paths) of the tables erasing one of ``request``'s subjects writes, deepest first.
+
+    Every table linked to the subject, but the hold registers, the tables
+    ``keep`` names, the application's own request queue, and tables without
+    a primary key (of one column or several): those are reached, and blocked,
+    only through their parents' cascades.
+    """
+    exclude = set(binding.registers) | set(getattr(request, "keep", None) or ())
+    if request.table != "state.requests":
+        exclude.add(request.table)
+    return [(key, paths) for key, paths in linked_tables(binding, request.subject, exclude=exclude)
+            if binding.catalog.tables[key].pk is not None]
+
+
 def build_subject_op(binding: Binding, ctx: TimeContext, request: RequestConfig, key) -> SubjectOp:
     """The operation that erases subject ``request.subject`` with key ``key``."""
     binding = _request_binding(binding)
     planner = Planner(binding, ctx)
     subject = binding.config.model.subjects[request.subject]
-    exclude = set(binding.registers) | set(getattr(request, "keep", None) or ())
-    if request.table != "state.requests":
-        exclude.add(request.table)
     plans, retained = [], {}
-    for table_key, paths in linked_tables(binding, request.subject, exclude=exclude):
+    for table_key, paths in request_tables(binding, request):
         bound = binding.catalog.tables[table_key]
-        if bound.pk is None:
-            continue     # composite keys: reached (and blocked) through their parents' cascades
         t = bound.table
         due = _belongs(planner, table_key, t, paths, subject, key)
         specs = anonymize_strategies(binding, table_key) if request.action == "anonymize" else {}
